@@ -1,0 +1,33 @@
+"""Memory-ordered access to shared buffers: load-acquire, store-release, seq_cst fence, u64 RMW.
+
+Every function takes a *pointer* made once by :func:`pointer` from a buffer (an mmap or a
+memoryview of one) and a byte offset. Shared indices and flags must go through these, never
+through ``struct.pack_into`` (which zero-fills before writing, so a peer can read a torn 0).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from sddf._atomic import ffi, lib
+
+Pointer = Any  # a cffi ``uint8_t *`` into a live buffer
+
+load_acquire_u8 = lib.load_acquire_u8
+load_acquire_u16 = lib.load_acquire_u16
+load_acquire_u32 = lib.load_acquire_u32
+load_acquire_u64 = lib.load_acquire_u64
+store_release_u8 = lib.store_release_u8
+store_release_u16 = lib.store_release_u16
+store_release_u32 = lib.store_release_u32
+store_release_u64 = lib.store_release_u64
+fence = lib.fence_seq_cst
+exchange_u64 = lib.exchange_u64
+fetch_or_u64 = lib.fetch_or_u64
+
+LOADS = {16: load_acquire_u16, 32: load_acquire_u32, 64: load_acquire_u64}
+STORES = {16: store_release_u16, 32: store_release_u32, 64: store_release_u64}
+
+
+def pointer(buffer: Any) -> Pointer:
+    """A ``uint8_t *`` into ``buffer`` (kept alive by the returned cdata); read-only buffers allowed."""
+    return ffi.from_buffer("uint8_t[]", buffer)

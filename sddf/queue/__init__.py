@@ -1,0 +1,1 @@
+"""sDDF queue libraries: net, blk and serial, with sDDF's exact byte layouts."""

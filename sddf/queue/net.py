@@ -1,0 +1,97 @@
+"""sDDF net queues (include/sddf/network/queue.h): free and active queues of buffer descriptors.
+
+Byte layout (little-endian): an 8-byte header {u16 tail, u16 head, u32 consumer_signalled}
+then ``capacity`` 16-byte descriptors {u64 io_or_offset, u16 len, u8 oid (low 6 bits), pad}.
+Indices are free-running u16. A handle pairs the free and active queue of one direction.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from sddf.queue.entries import EntryConsumer, EntryFormat, EntryProducer, Validator, first_bad
+from sddf.queue.ring import Layout
+
+NET_BUFFER_SIZE = 2048
+HEADER_SIZE = 8
+LAYOUT = Layout(tail_offset=0, head_offset=2, index_bits=16, flag_offset=4)
+
+
+class NetBuffDesc(NamedTuple):
+    """A buffer descriptor: where the buffer is (offset or io address) and how many bytes it holds.
+
+    Any ``(io_or_offset, len, oid)`` tuple can be enqueued; dequeues return plain tuples."""
+
+    io_or_offset: int
+    len: int = 0
+    oid: int = 0
+
+
+FORMAT = EntryFormat("QHB5x", HEADER_SIZE)
+DESC_SIZE = FORMAT.size
+
+
+def queue_size(capacity: int) -> int:
+    """Bytes one net queue of ``capacity`` descriptors occupies."""
+    return FORMAT.region_size(capacity)
+
+
+def buffer_validator(base: int, size: int, buffer_size: int = NET_BUFFER_SIZE) -> Validator:
+    """Accept only descriptors naming a whole buffer inside [base, base+size) holding ≤ buffer_size bytes."""
+    highest = base + size - buffer_size
+
+    def bad(offset: int, length: int, _oid: int) -> bool:
+        return not base <= offset <= highest or length > buffer_size
+
+    def validate(flat: tuple) -> tuple[int, str] | None:
+        offsets, lengths = flat[0::3], flat[1::3]
+        if min(offsets) >= base and max(offsets) <= highest and max(lengths) <= buffer_size:
+            return None
+        i = first_bad(flat, 3, bad)
+        assert i is not None
+        return i, (f"descriptor io_or_offset={flat[3 * i]:#x} len={flat[3 * i + 1]} is not a buffer "
+                   f"of ≤{buffer_size} bytes inside [{base:#x}, {base + size:#x})")
+
+    return validate
+
+
+class NetProducer(EntryProducer):
+    """The producing end of one net queue."""
+
+    def __init__(self, name: str, buffer: Any, capacity: int) -> None:
+        super().__init__(name, buffer, capacity, LAYOUT, FORMAT)
+
+
+class NetConsumer(EntryConsumer):
+    """The consuming end of one net queue; descriptors are checked by ``validate`` if given."""
+
+    def __init__(self, name: str, buffer: Any, capacity: int,
+                 validate: Validator | None = None) -> None:
+        super().__init__(name, buffer, capacity, LAYOUT, FORMAT, validate)
+
+
+@dataclass
+class NetQueueHandle:
+    """The free and active queue one component shares with one neighbour (sDDF's net_queue_handle_t)."""
+
+    free: NetProducer | NetConsumer
+    active: NetProducer | NetConsumer
+    capacity: int
+
+
+def net_queue_handle(name: str, free: Any, active: Any, capacity: int, *, produces_active: bool,
+                     validate: Validator | None = None) -> NetQueueHandle:
+    """Attach to a free/active pair. A driver's rx side and a client's tx side produce active;
+    the other end of each pair produces free. ``validate`` vets descriptors this end consumes."""
+    if produces_active:
+        return NetQueueHandle(NetConsumer(f"{name}.free", free, capacity, validate),
+                              NetProducer(f"{name}.active", active, capacity), capacity)
+    return NetQueueHandle(NetProducer(f"{name}.free", free, capacity),
+                          NetConsumer(f"{name}.active", active, capacity, validate), capacity)
+
+
+def fill_free(free: NetProducer, base: int, count: int, buffer_size: int = NET_BUFFER_SIZE) -> None:
+    """Put ``count`` consecutive buffers starting at ``base`` on a free queue (sDDF's net_buffers_init)."""
+    descs = [NetBuffDesc(base + i * buffer_size, 0, 0) for i in range(count)]
+    if free.enqueue_many(descs) != count:
+        raise ValueError(f"queue {free.name!r}: cannot hold {count} buffers (capacity {free.capacity})")

@@ -1,0 +1,144 @@
+"""The single-producer/single-consumer index discipline shared by every sDDF queue.
+
+A queue is a header holding a free-running ``tail`` (written only by the producer) and
+``head`` (written only by the consumer), plus ``capacity`` slots; slot = index % capacity.
+Each end keeps its own index privately (it is the only writer) and validates every value
+of the peer's index it reads: the peer may be buggy or malicious, so an index that moved
+backwards or past the capacity raises :class:`QueueProtocolError` and changes nothing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sddf import atomic
+
+
+class QueueProtocolError(Exception):
+    """The other side of a queue broke the protocol; the message names the queue."""
+
+    def __init__(self, queue: str, problem: str) -> None:
+        super().__init__(f"queue {queue!r}: {problem}")
+        self.queue = queue
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a queue kind keeps its header fields (byte offsets) and how wide its indices are."""
+
+    tail_offset: int
+    head_offset: int
+    index_bits: int
+    flag_offset: int | None = None  # a u32 signal flag (0 = signal requested), if the kind has one
+
+
+class SignalFlag:
+    """sDDF's "signalled" flag: store 0 to request a signal, 1 to cancel; 0 means one is required."""
+
+    def __init__(self, ptr: atomic.Pointer, offset: int) -> None:
+        self._ptr = ptr
+        self._offset = offset
+
+    def request(self) -> None:
+        atomic.store_release_u32(self._ptr, self._offset, 0)
+
+    def cancel(self) -> None:
+        atomic.store_release_u32(self._ptr, self._offset, 1)
+
+    def required(self) -> bool:
+        return atomic.load_acquire_u32(self._ptr, self._offset) == 0
+
+
+def check_capacity(name: str, capacity: int, index_bits: int) -> None:
+    """Capacities are powers of two so that slot = index % capacity survives index wrap."""
+    if capacity <= 0 or capacity & (capacity - 1) or capacity > 1 << (index_bits - 1):
+        raise ValueError(f"queue {name!r}: capacity {capacity} must be a power of two "
+                         f"no larger than {1 << (index_bits - 1)}")
+
+
+class RingEnd:
+    """One end (producer or consumer) of an SPSC queue header in shared memory."""
+
+    def __init__(self, name: str, header: Any, layout: Layout, capacity: int,
+                 producer: bool) -> None:
+        check_capacity(name, capacity, layout.index_bits)
+        self.name = name
+        self.capacity = capacity
+        self.is_producer = producer
+        self._mask = (1 << layout.index_bits) - 1
+        self._ptr = atomic.pointer(header)
+        self._load = atomic.LOADS[layout.index_bits]
+        self._store = atomic.STORES[layout.index_bits]
+        own, peer = ((layout.tail_offset, layout.head_offset) if producer
+                     else (layout.head_offset, layout.tail_offset))
+        self._own_offset = own
+        self._peer_offset = peer
+        self.flag = SignalFlag(self._ptr, layout.flag_offset) if layout.flag_offset is not None else None
+        # Attaching trusts memory once (a restarted component resumes where it stopped).
+        self._own = self._load(self._ptr, own)
+        self._peer = self._load(self._ptr, peer)
+        if self._used(self._peer) > capacity:
+            raise QueueProtocolError(name, f"indices tail={self._tail} head={self._head} "
+                                           f"are {self._used(self._peer)} apart, capacity {capacity}")
+
+    @property
+    def _tail(self) -> int:
+        return self._own if self.is_producer else self._peer
+
+    @property
+    def _head(self) -> int:
+        return self._peer if self.is_producer else self._own
+
+    def _used(self, peer: int) -> int:
+        """Entries in the queue if the peer's index were ``peer``."""
+        if self.is_producer:
+            return (self._own - peer) & self._mask
+        return (peer - self._own) & self._mask
+
+    def _refresh(self) -> int:
+        """Read and validate the peer's index; return the number of entries in the queue."""
+        peer = self._load(self._ptr, self._peer_offset)
+        if peer != self._peer:
+            moved = (peer - self._peer) & self._mask
+            used_before = self._used(self._peer)
+            if self.is_producer:
+                bad = moved > used_before  # head passed our tail, or moved backwards
+            else:
+                bad = used_before + moved > self.capacity  # tail overran, or moved backwards
+            if bad:
+                which = "head" if self.is_producer else "tail"
+                raise QueueProtocolError(
+                    self.name, f"peer's {which} jumped from {self._peer} to {peer} "
+                               f"(our {'tail' if self.is_producer else 'head'} is {self._own}, "
+                               f"capacity {self.capacity})")
+            self._peer = peer
+        return self._used(peer)
+
+    # ---- queries ------------------------------------------------------------------------
+    def length(self) -> int:
+        """Entries currently in the queue, as this end sees them."""
+        return self._refresh()
+
+    def empty(self) -> bool:
+        return self._refresh() == 0
+
+    def full(self) -> bool:
+        return self._refresh() == self.capacity
+
+    def free_slots(self) -> int:
+        return self.capacity - self._refresh()
+
+    def _slot(self) -> int:
+        return self._own & (self.capacity - 1)
+
+    def _advance(self, count: int) -> None:
+        """Publish ``count`` entries (producer) or release them (consumer) with one store."""
+        self._own = (self._own + count) & self._mask
+        self._store(self._ptr, self._own_offset, self._own)
+
+    def _segments(self, count: int) -> tuple[tuple[int, int], ...]:
+        """Slot ranges ``(first, n)`` covering ``count`` entries from our index, split at the wrap."""
+        first = self._slot()
+        n = min(count, self.capacity - first)
+        return ((first, n),) if n == count else ((first, n), (0, count - n))

@@ -1,0 +1,170 @@
+"""Notifications between components, and sDDF's signalling protocol for queue users.
+
+A channel direction is an eventfd plus a *pending* word in memory shared by the channel's
+two ends only. ``notify`` sets the word and writes the eventfd only if the word was clear,
+so many notifies before the receiver runs cost one wake-up (seL4 notification semantics).
+The receiver waits on all its eventfds (and device fds bound to irq channels) with epoll
+and learns the set of channels that were signalled.
+
+Protocol helpers (see sDDF's queue headers): a consumer about to sleep calls
+:func:`request_and_recheck`; a producer that made progress calls :func:`signal_needed`
+to decide whether to notify. Each contains the seq_cst fence the protocol requires.
+"""
+from __future__ import annotations
+
+import os
+import select
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+from sddf import atomic
+from sddf.shm import PAGE_SIZE, Region
+
+WORD_SIZE = 8
+
+
+class Flag(Protocol):
+    def request(self) -> None: ...
+    def cancel(self) -> None: ...
+    def required(self) -> bool: ...
+
+
+def request_and_recheck(flag: Flag, has_work: Callable[[], bool]) -> bool:
+    """Consumer before sleeping: ask for a signal, fence, re-check. True → work appeared, go on."""
+    flag.request()
+    atomic.fence()
+    if has_work():
+        flag.cancel()
+        return True
+    return False
+
+
+def signal_needed(flag: Flag) -> bool:
+    """Producer after publishing: fence, then if the consumer asked for a signal claim it (True)."""
+    atomic.fence()
+    if flag.required():
+        flag.cancel()
+        return True
+    return False
+
+
+def new_eventfd() -> int:
+    return os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+
+
+class Notifier:
+    """The sending side of one channel direction."""
+
+    def __init__(self, eventfd: int, words: Any, offset: int) -> None:
+        self.eventfd = eventfd
+        self._ptr = atomic.pointer(words)
+        self._offset = offset
+
+    def notify(self) -> None:
+        if atomic.exchange_u64(self._ptr, self._offset, 1) == 0:
+            os.eventfd_write(self.eventfd, 1)
+
+
+class Notification:
+    """The receiving side of one channel direction."""
+
+    def __init__(self, eventfd: int, words: Any, offset: int) -> None:
+        self.eventfd = eventfd
+        self._ptr = atomic.pointer(words)
+        self._offset = offset
+
+    def fileno(self) -> int:
+        return self.eventfd
+
+    def consume(self) -> bool:
+        """Clear the wake-up and the pending word; True if a notify was pending."""
+        try:
+            os.eventfd_read(self.eventfd)
+        except BlockingIOError:
+            pass
+        return atomic.exchange_u64(self._ptr, self._offset, 0) != 0
+
+
+@dataclass(frozen=True)
+class ChannelEndFds:
+    """What one end of a channel needs, as plain values that survive fd passing and msgpack."""
+
+    recv_eventfd: int
+    send_eventfd: int
+    words_fd: int
+    recv_offset: int
+    send_offset: int
+
+
+class ChannelEnd:
+    """One end of a channel: notify the peer, and be notified by it."""
+
+    def __init__(self, fds: ChannelEndFds, words: Region) -> None:
+        self.fds = fds
+        self._words = words
+        self.notification = Notification(fds.recv_eventfd, words.view, fds.recv_offset)
+        self.notifier = Notifier(fds.send_eventfd, words.view, fds.send_offset)
+
+    @classmethod
+    def attach(cls, fds: ChannelEndFds) -> "ChannelEnd":
+        return cls(fds, Region.from_fd("channel", fds.words_fd, PAGE_SIZE, True))
+
+    def notify(self) -> None:
+        self.notifier.notify()
+
+    def close(self) -> None:
+        self.notification = self.notifier = None  # type: ignore[assignment]
+        self._words.close()
+        for fd in {self.fds.recv_eventfd, self.fds.send_eventfd}:
+            os.close(fd)
+
+
+def channel_pair() -> tuple[ChannelEndFds, ChannelEndFds]:
+    """Make a channel's eventfds and shared pending words; return the fds of both ends.
+
+    The caller owns the fds (pass them to the two processes, or attach with :meth:`ChannelEnd.attach`).
+    """
+    a_to_b, b_to_a = new_eventfd(), new_eventfd()
+    words = os.memfd_create("sddf:channel", os.MFD_CLOEXEC)
+    os.ftruncate(words, PAGE_SIZE)
+    words_b = os.dup(words)
+    end_a = ChannelEndFds(recv_eventfd=b_to_a, send_eventfd=a_to_b, words_fd=words,
+                          recv_offset=0, send_offset=WORD_SIZE)
+    end_b = ChannelEndFds(recv_eventfd=a_to_b, send_eventfd=b_to_a, words_fd=words_b,
+                          recv_offset=WORD_SIZE, send_offset=0)
+    return end_a, end_b
+
+
+class Waiter:
+    """Blocks until channels are notified or irq fds are ready; returns the channel ids."""
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._notifications: dict[int, tuple[int, Notification]] = {}
+        self._irqs: dict[int, int] = {}
+
+    def add_notification(self, channel: int, notification: Notification) -> None:
+        self._notifications[notification.fileno()] = (channel, notification)
+        self._epoll.register(notification.fileno(), select.EPOLLIN)
+
+    def add_irq(self, channel: int, fd: int, events: int = select.EPOLLIN) -> None:
+        """A device fd as an irq: masked after it fires until :meth:`irq_ack` (Microkit semantics)."""
+        self._irqs[fd] = channel
+        self._epoll.register(fd, events | select.EPOLLONESHOT)
+
+    def irq_ack(self, fd: int, events: int = select.EPOLLIN) -> None:
+        self._epoll.modify(fd, events | select.EPOLLONESHOT)
+
+    def wait(self, timeout: float | None = None) -> list[int]:
+        """Channels signalled since the last call (empty on timeout or spurious wake)."""
+        ready = []
+        for fd, _events in self._epoll.poll(-1 if timeout is None else timeout):
+            entry = self._notifications.get(fd)
+            if entry is None:
+                ready.append(self._irqs[fd])
+            elif entry[1].consume():
+                ready.append(entry[0])
+        return ready
+
+    def close(self) -> None:
+        self._epoll.close()
