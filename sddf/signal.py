@@ -142,6 +142,7 @@ class Waiter:
         self._epoll = select.epoll()
         self._notifications: dict[int, tuple[int, Notification]] = {}
         self._irqs: dict[int, int] = {}
+        self._callbacks: dict[int, Callable[[], None]] = {}
 
     def add_notification(self, channel: int, notification: Notification) -> None:
         self._notifications[notification.fileno()] = (channel, notification)
@@ -155,16 +156,41 @@ class Waiter:
     def irq_ack(self, fd: int, events: int = select.EPOLLIN) -> None:
         self._epoll.modify(fd, events | select.EPOLLONESHOT)
 
+    def add_callback(self, fd: int, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` from :meth:`wait` whenever ``fd`` is readable (e.g. a PPC socket)."""
+        self._callbacks[fd] = callback
+        self._epoll.register(fd, select.EPOLLIN)
+
     def wait(self, timeout: float | None = None) -> list[int]:
         """Channels signalled since the last call (empty on timeout or spurious wake)."""
         ready = []
         for fd, _events in self._epoll.poll(-1 if timeout is None else timeout):
             entry = self._notifications.get(fd)
             if entry is None:
-                ready.append(self._irqs[fd])
+                callback = self._callbacks.get(fd)
+                if callback is not None:
+                    callback()
+                else:
+                    ready.append(self._irqs[fd])
             elif entry[1].consume():
                 ready.append(entry[0])
         return ready
 
     def close(self) -> None:
         self._epoll.close()
+
+
+def drain(consumer: Any, handle: Callable[[list[tuple]], None], batch: int = 64) -> int:
+    """Consume a queue until it stays empty under the signalling protocol; return entries handled.
+
+    ``handle`` gets batches of at most ``batch`` entries. On return the consumer has requested
+    a signal, so the producer's next publish will notify it.
+    """
+    total = 0
+    while True:
+        entries = consumer.dequeue_many(batch)
+        if entries:
+            handle(entries)
+            total += len(entries)
+        elif not request_and_recheck(consumer.flag, lambda: not consumer.empty()):
+            return total

@@ -116,6 +116,11 @@ class RingEnd:
         return self._used(peer)
 
     # ---- queries ------------------------------------------------------------------------
+    @property
+    def index(self) -> int:
+        """This end's own free-running index (tail for the producer, head for the consumer)."""
+        return self._own
+
     def length(self) -> int:
         """Entries currently in the queue, as this end sees them."""
         return self._refresh()

@@ -1,0 +1,81 @@
+"""Timer driver: sDDF's timer protocol over PPC, backed by a host timerfd (its irq channel)."""
+from __future__ import annotations
+
+import ctypes
+import heapq
+import os
+import time
+
+from sddf.component import Component
+from sddf.config import TimerDriverConfig
+from sddf.timer import GET_TIME, REPLY_ERROR, REPLY_OK, SET_TIMEOUT
+
+TFD_TIMER_ABSTIME = 1
+NS_PER_S = 1_000_000_000
+MAX_TIMEOUT_NS = 10 * 365 * 24 * 3600 * NS_PER_S
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+class _Itimerspec(ctypes.Structure):
+    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def arm_timerfd(fd: int, deadline_ns: int) -> None:
+    """Make ``fd`` fire at absolute monotonic time ``deadline_ns`` (0 disarms)."""
+    spec = _Itimerspec(_Timespec(0, 0), _Timespec(*divmod(deadline_ns, NS_PER_S)))
+    if _libc.timerfd_settime(fd, TFD_TIMER_ABSTIME, ctypes.byref(spec), None) != 0:
+        raise OSError(ctypes.get_errno(), f"timerfd_settime: {os.strerror(ctypes.get_errno())}")
+
+
+class TimerDriver(Component):
+    """Answers GET_TIME / SET_TIMEOUT calls and notifies each client when its timeouts pass."""
+
+    kind = "timer.driver"
+    Config = TimerDriverConfig
+
+    def init(self) -> None:
+        self._fd = self.pd.irqs[self.config.irq]
+        self._clients = set(self.config.clients)
+        self._pending: list[tuple[int, int, int]] = []  # (deadline, sequence, client channel)
+        self._sequence = 0
+        self._armed = 0
+
+    def protected(self, ch: int, label: int, mrs: list[int]) -> tuple[int, list[int]]:
+        if ch not in self._clients:
+            return REPLY_ERROR, []
+        now = time.monotonic_ns()
+        if label == GET_TIME:
+            return REPLY_OK, [now]
+        if label == SET_TIMEOUT and len(mrs) == 1 and 0 <= mrs[0] <= MAX_TIMEOUT_NS:
+            self._sequence += 1
+            heapq.heappush(self._pending, (now + mrs[0], self._sequence, ch))
+            self._rearm()
+            return REPLY_OK, []
+        return REPLY_ERROR, []
+
+    def notified(self, ch: int) -> None:
+        if ch != self.config.irq:
+            return  # clients only call; a stray notification carries no request
+        try:
+            os.read(self._fd, 8)
+        except BlockingIOError:
+            pass
+        now = time.monotonic_ns()
+        while self._pending and self._pending[0][0] <= now:
+            _, _, client = heapq.heappop(self._pending)
+            self.notify(client)
+        self._armed = 0
+        self._rearm()
+        self.irq_ack(ch)
+
+    def _rearm(self) -> None:
+        earliest = self._pending[0][0] if self._pending else 0
+        if earliest != self._armed:
+            arm_timerfd(self._fd, earliest)
+            self._armed = earliest

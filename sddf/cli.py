@@ -1,0 +1,243 @@
+"""The ``sddf`` command: run, check, xml, graph, top, status, swap, restart, stop."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+from sddf.system import InvalidSystem, SystemDescription
+
+SYSTEM_HELP = ("a system file (a Python file defining system() -> SystemDescription, "
+               "like sdfgen's meta.py) or the name of a bundled system (e.g. 'timer', 'pingpong')")
+
+
+def load_system(spec: str) -> SystemDescription:
+    """Build the SystemDescription a system file (or bundled system name) describes."""
+    if spec.endswith(".py") or os.sep in spec:
+        if not os.path.exists(spec):
+            raise SystemExit(f"sddf: no system file {spec!r}")
+        module_spec = importlib.util.spec_from_file_location("sddf_system_file", spec)
+        assert module_spec and module_spec.loader
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(f"sddf.apps.systems.{spec}")
+        except ModuleNotFoundError:
+            raise SystemExit(f"sddf: no bundled system {spec!r} and no file of that name") from None
+    build = getattr(module, "system", None)
+    if build is None:
+        raise SystemExit(f"sddf: {spec} defines no system() function")
+    sdf = build()
+    if not isinstance(sdf, SystemDescription):
+        raise SystemExit(f"sddf: {spec}: system() returned {type(sdf).__name__}, not a SystemDescription")
+    return sdf
+
+
+def control(system: str | None, request: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+    """Send one request to a running system's monitor; return its reply and any fds."""
+    from sddf.monitor import control_path, run_dir
+
+    if system is None:
+        running = sorted(f[:-5] for f in os.listdir(run_dir()) if f.endswith(".sock")) \
+            if os.path.isdir(run_dir()) else []
+        if len(running) != 1:
+            raise SystemExit("sddf: " + ("no system is running" if not running else
+                                         f"several systems are running ({', '.join(running)}): use --system"))
+        system = running[0]
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(control_path(system))
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise SystemExit(f"sddf: system {system!r} is not running") from None
+    with sock:
+        sock.sendall((json.dumps(request) + "\n").encode())
+        data, fds = b"", []
+        while not data.endswith(b"\n"):
+            chunk, got, _, _ = socket.recv_fds(sock, 1 << 20, 16)
+            if not chunk:
+                break
+            data += chunk
+            fds += got
+    reply = json.loads(data)
+    if not reply.get("ok"):
+        raise SystemExit(f"sddf: {reply.get('error')}")
+    return reply, fds
+
+
+# ---- commands ---------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from sddf.monitor import Monitor
+
+    sdf = load_system(args.system)
+    monitor = Monitor(sdf)
+    print(f"sddf: running system {sdf.name!r} ({len(sdf.pds)} PDs); Ctrl-C stops it", file=sys.stderr)
+    return monitor.run(duration=args.duration)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    sdf = load_system(args.system)
+    sdf.check()
+    table = Table(title=f"system {sdf.name!r}: valid")
+    for col in ("PD", "program", "prio", "maps", "channels", "irqs"):
+        table.add_column(col)
+    for pd in sdf.pds:
+        chans = [f"{c.pd_a_id}→{c.pd_b.name}{' (pp)' if c.pp_a else ''}" for c in sdf.channels if c.pd_a is pd]
+        chans += [f"{c.pd_b_id}→{c.pd_a.name}{' (pp)' if c.pp_b else ''}" for c in sdf.channels if c.pd_b is pd]
+        irqs = [f"{i.id}:{i.source}" for i in sdf.irqs if i.pd is pd]
+        maps = [f"{m.local_name}({m.perms})" for m in pd.maps]
+        table.add_row(pd.name, pd.program, str(pd.priority), " ".join(maps), " ".join(chans), " ".join(irqs))
+    console = Console()
+    console.print(table)
+    total = sum(mr.size for mr in sdf.regions)
+    console.print(f"{len(sdf.regions)} memory regions ({total // 1024} KiB), "
+                  f"{len(sdf.channels)} channels, {len(sdf.irqs)} irqs, {len(sdf.queues)} queues")
+    return 0
+
+
+def cmd_xml(args: argparse.Namespace) -> int:
+    sdf = load_system(args.system)
+    sdf.check()
+    _write(args.output, sdf.render())
+    return 0
+
+
+def graph_dot(sdf: SystemDescription) -> str:
+    """The component graph in Graphviz DOT: PDs, shared regions, channels (PPC drawn bold)."""
+    lines = [f'digraph "{sdf.name}" {{', "  rankdir=LR; node [fontname=Helvetica];"]
+    for pd in sdf.pds:
+        lines.append(f'  "{pd.name}" [shape=box, style=rounded, label="{pd.name}\\nprio {pd.priority}"];')
+    for mr in sdf.regions:
+        lines.append(f'  "mr:{mr.name}" [shape=note, fontsize=9, label="{mr.name}\\n{mr.size // 1024} KiB"];')
+        for pd in sdf.pds:
+            for m in pd.maps:
+                if m.region is mr:
+                    lines.append(f'  "{pd.name}" -> "mr:{mr.name}" [dir=none, style=dashed, label="{m.perms}"];')
+    for ch in sdf.channels:
+        style = "bold" if ch.pp_a or ch.pp_b else "solid"
+        arrow = "forward" if ch.pp_a else "back" if ch.pp_b else "both"
+        lines.append(f'  "{ch.pd_a.name}" -> "{ch.pd_b.name}" [dir={arrow}, style={style}, '
+                     f'label="{ch.pd_a_id}:{ch.pd_b_id}{" ppc" if ch.pp_a or ch.pp_b else ""}"];')
+    for irq in sdf.irqs:
+        lines.append(f'  "irq:{irq.source}" [shape=diamond, label="{irq.source}"];')
+        lines.append(f'  "irq:{irq.source}" -> "{irq.pd.name}" [label="irq {irq.id}"];')
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    sdf = load_system(args.system)
+    dot = graph_dot(sdf)
+    out = args.output
+    if out and out.endswith((".png", ".svg")):
+        if shutil.which("dot") is None:
+            raise SystemExit("sddf: writing PNG/SVG needs Graphviz's `dot` (apt-get install graphviz); "
+                             "use -o FILE.dot or no -o for DOT text")
+        subprocess.run(["dot", f"-T{out.rsplit('.', 1)[1]}", "-o", out], input=dot.encode(), check=True)
+        print(f"sddf: wrote {out}", file=sys.stderr)
+    else:
+        _write(out, dot)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    reply, _ = control(args.system_name, {"cmd": "status"})
+    for pd in reply["pds"]:
+        fault = f"  last fault: {pd['last_fault']}" if pd["last_fault"] else ""
+        print(f"{pd['name']:16} {pd['state']:10} pid {pd['pid']!s:8} restarts {pd['restarts']}  "
+              f"{pd['program']}{fault}")
+    return 0
+
+
+def cmd_swap(args: argparse.Namespace) -> int:
+    control(args.system_name, {"cmd": "swap", "pd": args.pd, "program": args.program})
+    print(f"sddf: PD {args.pd} now runs {args.program}")
+    return 0
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    control(args.system_name, {"cmd": "restart", "pd": args.pd})
+    print(f"sddf: PD {args.pd} restarted")
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    control(args.system_name, {"cmd": "stop"})
+    return 0
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    from sddf.top import top
+
+    return top(lambda req: control(args.system_name, req), interval=args.interval, once=args.once)
+
+
+def _write(path: str | None, text: str) -> None:
+    if path:
+        with open(path, "w") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sddf", description="Run and inspect sDDF/Microkit-style systems of components as host processes.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Any, help_text: str, system: bool = False, running: bool = False) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        sp.set_defaults(func=func)
+        if system:
+            sp.add_argument("system", metavar="SYSTEM", help=SYSTEM_HELP)
+        if running:
+            sp.add_argument("--system", dest="system_name", metavar="NAME",
+                            help="which running system (needed only when several run)")
+        return sp
+
+    run = add("run", cmd_run, "start every component of SYSTEM as its own process and watch them "
+              "(Ctrl-C stops everything and cleans up)", system=True)
+    run.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    add("check", cmd_check, "validate SYSTEM and print a summary table", system=True)
+    xml = add("xml", cmd_xml, "print the equivalent Microkit system XML of SYSTEM", system=True)
+    xml.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    graph = add("graph", cmd_graph, "draw SYSTEM's components, regions and channels "
+                "(Graphviz DOT; PNG/SVG when `dot` is installed)", system=True)
+    graph.add_argument("-o", "--output", metavar="FILE", help="FILE.dot, FILE.png or FILE.svg (default: DOT on stdout)")
+    top = add("top", cmd_top, "live view of a running system: per-PD state, CPU and restarts, "
+              "per-queue occupancy", running=True)
+    top.add_argument("--interval", type=float, default=1.0, metavar="S", help="refresh period")
+    top.add_argument("--once", action="store_true", help="print one table and exit")
+    add("status", cmd_status, "print the state of each PD of a running system", running=True)
+    swap = add("swap", cmd_swap, "replace a running PD's program by another of the same component "
+               "kind (same regions and channels; the old process is stopped first)", running=True)
+    swap.add_argument("pd", metavar="PD", help="protection domain name")
+    swap.add_argument("program", metavar="PROGRAM", help="'package.module:Class' of the new program")
+    restart = add("restart", cmd_restart, "restart one PD of a running system", running=True)
+    restart.add_argument("pd", metavar="PD", help="protection domain name")
+    add("stop", cmd_stop, "stop a running system", running=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except InvalidSystem as exc:
+        print(f"sddf: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""The Component base class: Microkit's entry points on one single-threaded epoll loop.
+
+A component overrides ``init()``, ``notified(ch)`` and, if others may call it,
+``protected(ch, label, mrs)``. It talks with ``notify(ch)`` (sent once, when the current
+handler returns: notifications coalesce), ``ppcall(ch, label, mrs)`` (a synchronous call
+into a higher-priority PD) and ``irq_ack(ch)``. ``self.regions[name]`` are its mapped
+regions as memoryviews; ``self.config`` is its typed config (``Config`` dataclass).
+Nothing polls: the loop sleeps in epoll until a channel, irq or call needs it.
+"""
+from __future__ import annotations
+
+import socket
+from typing import Any, ClassVar, Iterator, Mapping
+
+import msgpack
+
+from sddf.config import ChannelGrant, PdConfig, typed
+from sddf.shm import Region
+from sddf.signal import ChannelEnd, ChannelEndFds, Waiter
+
+PPC_MESSAGE_MAX = 64 * 1024
+PPC_MALFORMED = -1  # the reply label a caller gets for a request the callee could not decode
+
+
+class GrantError(Exception):
+    """A component used something its system description did not grant it."""
+
+
+class Regions(Mapping[str, memoryview]):
+    """A PD's mapped regions by map name; asking for anything else is a clear fault."""
+
+    def __init__(self, pd: str, regions: dict[str, Region]) -> None:
+        self._pd = pd
+        self._regions = regions
+
+    def __getitem__(self, name: str) -> memoryview:
+        region = self._regions.get(name)
+        if region is None:
+            raise GrantError(f"PD {self._pd!r} has no map named {name!r} "
+                             f"(it was granted: {sorted(self._regions) or 'none'})")
+        return region.view
+
+    def region(self, name: str) -> Region:
+        self[name]
+        return self._regions[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._regions)
+
+    def __len__(self) -> int:
+        return len(self._regions)
+
+
+class Component:
+    """Base class of every program a protection domain runs."""
+
+    #: components of the same kind can be swapped for each other at run time
+    kind: ClassVar[str] = "component"
+    #: the dataclass ``self.config`` is built from (None: the component takes no config)
+    Config: ClassVar[type | None] = None
+
+    def __init__(self, pd: PdConfig) -> None:
+        self.name = pd.name
+        self.pd = pd
+        self.config: Any = typed(self.Config, pd.app, f"PD {pd.name!r}") if self.Config else None
+        self.regions = Regions(pd.name, {
+            name: Region.from_fd(name, g.fd, g.size, g.writable) for name, g in pd.regions.items()})
+        self.__channels: dict[int, ChannelEnd] = {}
+        self.__calls: dict[int, socket.socket] = {}
+        self.__waiter = Waiter()
+        self.__outbox: set[int] = set()
+        for ch, grant in pd.channels.items():
+            end = ChannelEnd.attach(_end_fds(grant))
+            self.__channels[ch] = end
+            self.__waiter.add_notification(ch, end.notification)
+            if grant.ppc_fd is not None:
+                sock = socket.socket(fileno=grant.ppc_fd)
+                self.__calls[ch] = sock
+                if grant.serves_calls:
+                    sock.setblocking(False)
+                    self.__waiter.add_callback(grant.ppc_fd, lambda ch=ch, s=sock: self.__serve(ch, s))
+        for ch, fd in pd.irqs.items():
+            self.__waiter.add_irq(ch, fd)
+
+    # ---- entry points (override) --------------------------------------------------------
+    def init(self) -> None:
+        """Called once when the PD starts (and again after each restart)."""
+
+    def notified(self, ch: int) -> None:
+        """Channel ``ch`` was notified, or its irq fired."""
+        raise NotImplementedError(f"PD {self.name!r} got a notification on channel {ch} "
+                                  f"but {type(self).__name__} does not handle notifications")
+
+    def protected(self, ch: int, label: int, mrs: list[int]) -> tuple[int, list[int]]:
+        """Answer a protected procedure call on channel ``ch``: return (label, message registers)."""
+        raise NotImplementedError(f"PD {self.name!r} got a PPC on channel {ch} "
+                                  f"but {type(self).__name__} does not accept calls")
+
+    # ---- services -----------------------------------------------------------------------
+    def notify(self, ch: int) -> None:
+        """Notify the PD at the other end of ``ch`` (sent once, after the current handler)."""
+        if ch not in self.__channels:
+            raise GrantError(f"PD {self.name!r} has no channel {ch} (it has: {sorted(self.__channels)})")
+        self.__outbox.add(ch)
+
+    deferred_notify = notify  # Microkit's name: here every notify is deferred to the handler's end
+
+    def ppcall(self, ch: int, label: int, mrs: list[int] | tuple[int, ...] = ()) -> tuple[int, list[int]]:
+        """Call the higher-priority PD at the other end of ``ch`` and wait for its answer."""
+        sock = self.__calls.get(ch)
+        if sock is None or not self.pd.channels[ch].can_call:
+            raise GrantError(f"PD {self.name!r} may not ppcall on channel {ch}")
+        sock.sendall(msgpack.packb([label, list(mrs)]))
+        reply = sock.recv(PPC_MESSAGE_MAX)
+        if not reply:
+            raise ConnectionError(f"PD {self.name!r}: PPC peer on channel {ch} went away")
+        out_label, out_mrs = msgpack.unpackb(reply)
+        return out_label, out_mrs
+
+    def irq_ack(self, ch: int) -> None:
+        """Re-enable the irq on channel ``ch`` (it stays masked after firing until acked)."""
+        fd = self.pd.irqs.get(ch)
+        if fd is None:
+            raise GrantError(f"PD {self.name!r} has no irq on channel {ch}")
+        self.__waiter.irq_ack(fd)
+
+    # ---- the loop -----------------------------------------------------------------------
+    def run(self) -> None:
+        """Run ``init`` and then handle events forever (exceptions end the PD as a fault)."""
+        self.init()
+        self.__flush()
+        while True:
+            for ch in self.__waiter.wait():
+                self.notified(ch)
+                self.__flush()
+
+    def __serve(self, ch: int, sock: socket.socket) -> None:
+        try:
+            request = sock.recv(PPC_MESSAGE_MAX)
+        except BlockingIOError:
+            return
+        try:
+            label, mrs = msgpack.unpackb(request)
+            if not isinstance(label, int) or not all(isinstance(m, int) for m in mrs):
+                raise ValueError("label and message registers must be integers")
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            print(f"PD {self.name!r}: refused a malformed PPC on channel {ch}: {exc}", flush=True)
+            sock.sendall(msgpack.packb([PPC_MALFORMED, []]))
+            return
+        out_label, out_mrs = self.protected(ch, label, mrs)
+        sock.sendall(msgpack.packb([out_label, list(out_mrs)]))
+        self.__flush()
+
+    def __flush(self) -> None:
+        while self.__outbox:
+            self.__channels[self.__outbox.pop()].notify()
+
+
+def _end_fds(grant: ChannelGrant) -> ChannelEndFds:
+    return ChannelEndFds(grant.recv_eventfd, grant.send_eventfd, grant.words_fd,
+                         grant.recv_offset, grant.send_offset)

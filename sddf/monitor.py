@@ -1,0 +1,363 @@
+"""The monitor: builds a system's regions and channels, runs each PD as a process, watches them.
+
+It is the only part of pysddf that starts processes. Each PD gets exactly the fds its
+description grants (``pass_fds``), a fault pipe, and dies with the monitor. A PD that raises,
+exits or is killed is reported as "PD <name> faulted: <reason>" with its traceback, then its
+policy applies: stop the system (default) or restart it with backoff, a bounded number of
+times. A control socket serves ``status``, ``restart``, ``swap``, ``queues`` and ``stop``.
+Priority maps to nice and ``cpu`` to affinity; ``budget``/``period`` are exported to the
+Microkit XML but not enforced on the host.
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from sddf.config import ChannelGrant, PdConfig, RegionGrant
+from sddf.devices import open_device
+from sddf.runtime import FAULT_EXIT
+from sddf.shm import Region
+from sddf.signal import channel_pair
+from sddf.system import ProtectionDomain, SystemDescription, load_program
+
+STOP_GRACE_S = 1.0
+RESTART_BACKOFF_S = 0.1
+
+
+def run_dir() -> str:
+    """Where control sockets live (``$SDDF_RUN_DIR``, else /tmp/sddf-<uid>)."""
+    return os.environ.get("SDDF_RUN_DIR", f"/tmp/sddf-{os.getuid()}")
+
+
+def control_path(system: str) -> str:
+    return os.path.join(run_dir(), f"{system}.sock")
+
+
+@dataclass
+class PdState:
+    """What the monitor knows about one running PD."""
+
+    pd: ProtectionDomain
+    config: PdConfig
+    program: str
+    proc: subprocess.Popen | None = None
+    pidfd: int = -1
+    fault_read: int = -1
+    state: str = "stopped"
+    restarts: int = 0
+    restart_at: float | None = None
+    expected_exit: bool = False
+    last_fault: str = ""
+    started: list[float] = field(default_factory=list)
+
+
+class Monitor:
+    """Runs one SystemDescription until it is stopped."""
+
+    def __init__(self, sdf: SystemDescription, log: Callable[[str], None] | None = None) -> None:
+        sdf.check()
+        self.sdf = sdf
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.regions: dict[str, Region] = {}
+        self._fds: list[int] = []          # fds the monitor owns on behalf of its PDs
+        self._sockets: list[socket.socket] = []
+        self.pds: dict[str, PdState] = {}
+        self._epoll = select.epoll()
+        self._by_fd: dict[int, Callable[[], None]] = {}
+        self._control: socket.socket | None = None
+        self._stopping = False
+        self.exit_code = 0
+
+    # ---- building -----------------------------------------------------------------------
+    def build(self) -> None:
+        """Create every region, channel and device, and each PD's config."""
+        for mr in self.sdf.regions:
+            self.regions[mr.name] = Region.create(mr.name, mr.size)
+        configs = {pd.name: PdConfig(pd.name, pd.program, pd.priority, pd.cpu, -1, app=dict(pd.config))
+                   for pd in self.sdf.pds}
+        for pd in self.sdf.pds:
+            cfg = configs[pd.name]
+            for m in pd.maps:
+                region = self.regions[m.region.name]
+                fd = region.fd if m.perms == "rw" else self._own(region.readonly_fd())
+                cfg.regions[m.local_name] = RegionGrant(fd, region.size, m.perms == "rw", m.region.io_addr)
+        for ch in self.sdf.channels:
+            end_a, end_b = channel_pair()
+            self._fds += [end_a.recv_eventfd, end_a.send_eventfd, end_a.words_fd, end_b.words_fd]
+            ppc_a = ppc_b = None
+            if ch.pp_a or ch.pp_b:
+                sa, sb = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                self._sockets += [sa, sb]
+                ppc_a, ppc_b = sa.fileno(), sb.fileno()
+            configs[ch.pd_a.name].channels[ch.pd_a_id] = ChannelGrant(
+                end_a.recv_eventfd, end_a.send_eventfd, end_a.words_fd, end_a.recv_offset,
+                end_a.send_offset, ch.pd_b.name, ppc_a, ch.pp_a, ch.pp_b)
+            configs[ch.pd_b.name].channels[ch.pd_b_id] = ChannelGrant(
+                end_b.recv_eventfd, end_b.send_eventfd, end_b.words_fd, end_b.recv_offset,
+                end_b.send_offset, ch.pd_a.name, ppc_b, ch.pp_b, ch.pp_a)
+        for irq in self.sdf.irqs:
+            configs[irq.pd.name].irqs[irq.id] = self._own(open_device(irq.source))
+        for pd in self.sdf.pds:
+            self.pds[pd.name] = PdState(pd, configs[pd.name], pd.program)
+
+    def _own(self, fd: int) -> int:
+        self._fds.append(fd)
+        return fd
+
+    # ---- processes ----------------------------------------------------------------------
+    def start(self) -> None:
+        """Build (if needed), open the control socket and start every PD, highest priority first."""
+        if not self.pds:
+            self.build()
+        self._open_control()
+        for st in sorted(self.pds.values(), key=lambda s: -s.pd.priority):
+            self._spawn(st)
+
+    def _spawn(self, st: PdState) -> None:
+        fault_read, fault_write = os.pipe2(os.O_CLOEXEC)
+        st.config.fault_fd = fault_write
+        st.config.program = st.program
+        cfg_fd = st.config.to_memfd()
+        try:
+            st.proc = subprocess.Popen(
+                [sys.executable, "-m", "sddf.runtime", str(cfg_fd)],
+                pass_fds=st.config.fds() + [cfg_fd], stdin=subprocess.DEVNULL)
+        finally:
+            os.close(cfg_fd)
+            os.close(fault_write)
+        st.fault_read = fault_read
+        st.pidfd = os.pidfd_open(st.proc.pid)
+        st.state, st.expected_exit, st.restart_at = "running", False, None
+        st.started.append(time.monotonic())
+        self._watch(st.pidfd, lambda st=st: self._reap(st))
+
+    def _watch(self, fd: int, handler: Callable[[], None]) -> None:
+        self._by_fd[fd] = handler
+        self._epoll.register(fd, select.EPOLLIN)
+
+    def _unwatch(self, fd: int) -> None:
+        self._by_fd.pop(fd, None)
+        self._epoll.unregister(fd)
+
+    def _reap(self, st: PdState) -> None:
+        assert st.proc is not None
+        status = st.proc.wait()
+        self._unwatch(st.pidfd)
+        os.close(st.pidfd)
+        with os.fdopen(st.fault_read, "r", errors="replace") as f:
+            report = f.read().strip()
+        st.pidfd = st.fault_read = -1
+        if st.expected_exit or self._stopping:
+            st.state = "stopped"
+            return
+        reason = describe_exit(status, report)
+        st.last_fault = reason
+        st.state = "faulted"
+        self.log(f"PD {st.pd.name} faulted: {reason}" + (f"\n{report}" if report else ""))
+        if st.pd.fault_policy == "restart" and st.restarts < st.pd.max_restarts:
+            st.restarts += 1
+            delay = RESTART_BACKOFF_S * 2 ** (st.restarts - 1)
+            st.restart_at = time.monotonic() + delay
+            st.state = "restarting"
+            self.log(f"PD {st.pd.name}: restart {st.restarts}/{st.pd.max_restarts} in {delay:.1f}s")
+        else:
+            if st.pd.fault_policy == "restart":
+                self.log(f"PD {st.pd.name}: gave up after {st.restarts} restarts; stopping the system")
+            self.exit_code = 1
+            self.stop()
+
+    def _terminate(self, st: PdState) -> None:
+        """Stop one PD's process (SIGTERM, then SIGKILL after a grace period) and reap it."""
+        if st.proc is None or st.pidfd < 0:
+            return
+        st.expected_exit = True
+        st.proc.terminate()
+        try:
+            st.proc.wait(STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            st.proc.kill()
+        self._reap(st)
+
+    # ---- control ------------------------------------------------------------------------
+    def restart(self, name: str) -> None:
+        st = self._state(name)
+        self._terminate(st)
+        self._spawn(st)
+        self.log(f"PD {name}: restarted by request")
+
+    def swap(self, name: str, program: str) -> None:
+        """Replace ``name``'s program by another of the same component kind; old process first."""
+        st = self._state(name)
+        old_kind, new_kind = load_program(st.program).kind, load_program(program).kind
+        if old_kind != new_kind:
+            raise ValueError(f"cannot swap PD {name!r} from {st.program!r} (kind {old_kind!r}) "
+                             f"to {program!r} (kind {new_kind!r}): kinds differ")
+        self._terminate(st)
+        st.program = program
+        self._spawn(st)
+        self.log(f"PD {name}: swapped to {program}")
+
+    def status(self) -> list[dict]:
+        return [{"name": st.pd.name, "program": st.program, "state": st.state,
+                 "pid": st.proc.pid if st.proc and st.pidfd >= 0 else None,
+                 "priority": st.pd.priority, "restarts": st.restarts, "last_fault": st.last_fault}
+                for st in self.pds.values()]
+
+    def _state(self, name: str) -> PdState:
+        st = self.pds.get(name)
+        if st is None:
+            raise KeyError(f"no PD named {name!r} in system {self.sdf.name!r}")
+        return st
+
+    def _open_control(self) -> None:
+        path = control_path(self.sdf.name)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        if os.path.exists(path):
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(path)
+                raise RuntimeError(f"system {self.sdf.name!r} is already running (control socket {path})")
+            except (ConnectionRefusedError, FileNotFoundError):
+                os.unlink(path)  # left by a monitor that was killed
+            finally:
+                probe.close()
+        self._control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        self._control.bind(path)
+        self._control.listen(8)
+        self._watch(self._control.fileno(), self._accept)
+
+    def _accept(self) -> None:
+        assert self._control is not None
+        conn, _ = self._control.accept()
+        with conn:
+            conn.settimeout(5)
+            try:
+                request = json.loads(conn.makefile("r").readline())
+                reply, fds = self._command(request)
+            except Exception as exc:  # noqa: BLE001 - a bad request is answered, never fatal
+                reply, fds = {"ok": False, "error": str(exc)}, []
+            data = (json.dumps(reply) + "\n").encode()
+            if fds:
+                socket.send_fds(conn, [data], fds)
+            else:
+                conn.sendall(data)
+            for fd in fds:
+                os.close(fd)
+
+    def _command(self, request: dict) -> tuple[dict, list[int]]:
+        cmd = request.get("cmd")
+        if cmd == "status":
+            return {"ok": True, "system": self.sdf.name, "pds": self.status()}, []
+        if cmd == "restart":
+            self.restart(request["pd"])
+            return {"ok": True}, []
+        if cmd == "swap":
+            self.swap(request["pd"], request["program"])
+            return {"ok": True}, []
+        if cmd == "stop":
+            self.stop()
+            return {"ok": True}, []
+        if cmd == "queues":
+            names = sorted({q.region for q in self.sdf.queues})
+            queues = [vars(q) | {"fd_index": names.index(q.region)} for q in self.sdf.queues]
+            sizes = {n: self.regions[n].size for n in names}
+            return ({"ok": True, "queues": queues, "sizes": sizes, "regions": names},
+                    [self.regions[n].readonly_fd() for n in names])
+        raise ValueError(f"unknown command {cmd!r} (known: status, restart, swap, stop, queues)")
+
+    # ---- running ------------------------------------------------------------------------
+    def run(self, duration: float | None = None) -> int:
+        """Start the system and serve until stopped, SIGINT/SIGTERM, or ``duration`` seconds."""
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        old_wakeup = signal.set_wakeup_fd(wake_w)
+        old = {s: signal.signal(s, lambda *_: None) for s in (signal.SIGINT, signal.SIGTERM)}
+        self._watch(wake_r, lambda: self._signalled(wake_r))
+        deadline = None if duration is None else time.monotonic() + duration
+        try:
+            self.start()
+            while not self._stopping:
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    self.stop()
+                    break
+                due = [s.restart_at for s in self.pds.values() if s.restart_at is not None]
+                wakes = due + ([deadline] if deadline is not None else [])
+                timeout = max(0.0, min(wakes) - now) if wakes else -1
+                for fd, _ in self._epoll.poll(timeout):
+                    handler = self._by_fd.get(fd)
+                    if handler is not None and not self._stopping:
+                        handler()
+                now = time.monotonic()
+                for st in self.pds.values():
+                    if st.restart_at is not None and st.restart_at <= now and not self._stopping:
+                        self._spawn(st)
+                        self.log(f"PD {st.pd.name}: restarted")
+        finally:
+            self.stop()
+            signal.set_wakeup_fd(old_wakeup)
+            for s, h in old.items():
+                signal.signal(s, h)
+            os.close(wake_r)
+            os.close(wake_w)
+            self.close()
+        return self.exit_code
+
+    def _signalled(self, wake_r: int) -> None:
+        signums = os.read(wake_r, 64)
+        self.log(f"monitor: got {', '.join(signal.Signals(s).name for s in signums)}; stopping")
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop every PD: SIGTERM, then SIGKILL whatever is left after a grace period."""
+        if self._stopping:
+            return
+        self._stopping = True
+        live = [st for st in self.pds.values() if st.proc is not None and st.pidfd >= 0]
+        for st in live:
+            st.expected_exit = True
+            st.proc.terminate()
+        deadline = time.monotonic() + STOP_GRACE_S
+        for st in live:
+            try:
+                st.proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                st.proc.kill()
+            self._reap(st)
+
+    def close(self) -> None:
+        """Release every fd, region and the control socket (after :meth:`stop`)."""
+        if self._control is not None:
+            path = self._control.getsockname()
+            self._control.close()
+            self._control = None
+            if os.path.exists(path):
+                os.unlink(path)
+        for fd in self._fds:
+            os.close(fd)
+        self._fds.clear()
+        for s in self._sockets:
+            s.close()
+        self._sockets.clear()
+        for region in self.regions.values():
+            region.close()
+        self.regions.clear()
+        self._epoll.close()
+
+
+def describe_exit(status: int, report: str) -> str:
+    """A one-line reason for a PD's exit from its status and fault report."""
+    if status == FAULT_EXIT and report:
+        return report.splitlines()[0]
+    if status < 0:
+        name = signal.Signals(-status).name
+        hint = " (memory fault: a write to a read-only map or a bad pointer?)" if name == "SIGSEGV" else ""
+        return f"killed by {name}{hint}"
+    return f"exited with status {status}"

@@ -1,0 +1,308 @@
+"""System descriptions: protection domains, memory regions, maps, channels, irqs (mirrors sdfgen).
+
+A system file builds a :class:`SystemDescription` (like sdfgen's ``meta.py``), the monitor
+runs it, ``render()`` turns it into the equivalent Microkit system XML. ``check()`` validates
+it and raises :class:`InvalidSystem` listing every problem, each naming its culprit.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from xml.etree import ElementTree as ET
+
+from sddf.shm import PAGE_SIZE
+
+MAX_CHANNEL_ID = 62
+MAX_PRIORITY = 254
+FaultPolicy = Literal["stop", "restart"]
+
+
+class InvalidSystem(Exception):
+    """The description breaks a rule; ``problems`` lists each, naming the offending element."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid system:\n  " + "\n  ".join(problems))
+        self.problems = problems
+
+
+@dataclass(eq=False)
+class MemoryRegion:
+    """A shared memory region; ``io_addr`` is its "physical" address if a driver may DMA to it."""
+
+    name: str
+    size: int
+    io_addr: int | None = None
+
+
+@dataclass(eq=False)
+class Map:
+    """A PD's mapping of a region; the PD sees it as ``self.regions[name]``."""
+
+    region: MemoryRegion
+    perms: Literal["r", "rw"] = "rw"
+    name: str | None = None
+
+    @property
+    def local_name(self) -> str:
+        return self.name or self.region.name
+
+
+@dataclass(eq=False)
+class ProtectionDomain:
+    """A component: ``program`` is ``"package.module:Class"`` naming a Component subclass."""
+
+    name: str
+    program: str
+    priority: int = 100
+    budget: int | None = None
+    period: int | None = None
+    cpu: int | None = None
+    passive: bool = False
+    fault_policy: FaultPolicy = "stop"
+    max_restarts: int = 3
+    config: dict[str, Any] = field(default_factory=dict)
+    maps: list[Map] = field(default_factory=list)
+
+    def add_map(self, m: Map) -> Map:
+        self.maps.append(m)
+        return m
+
+
+@dataclass(eq=False)
+class Channel:
+    """A notification channel between two PDs; ``pp_a`` lets pd_a make PPCs into pd_b."""
+
+    pd_a: ProtectionDomain
+    pd_b: ProtectionDomain
+    pp_a: bool = False
+    pp_b: bool = False
+    id_a: int | None = None
+    id_b: int | None = None
+
+    @property
+    def pd_a_id(self) -> int:
+        assert self.id_a is not None, "channel ids are assigned by SystemDescription.add_channel"
+        return self.id_a
+
+    @property
+    def pd_b_id(self) -> int:
+        assert self.id_b is not None, "channel ids are assigned by SystemDescription.add_channel"
+        return self.id_b
+
+
+@dataclass(eq=False)
+class Irq:
+    """A host device fd (``source``: "timerfd", "tap:NAME", …) delivered to ``pd`` as channel ``id``."""
+
+    pd: ProtectionDomain
+    source: str
+    id: int | None = None
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    """Where a queue lives, so tools (``sddf top``) can show its occupancy."""
+
+    label: str
+    region: str
+    offset: int
+    kind: Literal["net", "blk.req", "blk.resp", "serial"]
+    capacity: int
+
+
+class SystemDescription:
+    """The whole static system."""
+
+    def __init__(self, name: str = "system") -> None:
+        self.name = name
+        self.pds: list[ProtectionDomain] = []
+        self.regions: list[MemoryRegion] = []
+        self.channels: list[Channel] = []
+        self.irqs: list[Irq] = []
+        self.queues: list[QueueInfo] = []
+
+    # ---- building (sdfgen's names) ------------------------------------------------------
+    def add_pd(self, pd: ProtectionDomain) -> ProtectionDomain:
+        self.pds.append(pd)
+        return pd
+
+    def add_mr(self, mr: MemoryRegion) -> MemoryRegion:
+        self.regions.append(mr)
+        return mr
+
+    def add_channel(self, ch: Channel) -> Channel:
+        """Add a channel, giving each end the lowest free id unless one was chosen."""
+        if ch.id_a is None:
+            ch.id_a = self._free_id(ch.pd_a)
+        if ch.id_b is None:
+            ch.id_b = self._free_id(ch.pd_b, taken={ch.id_a} if ch.pd_b is ch.pd_a else set())
+        self.channels.append(ch)
+        return ch
+
+    def add_irq(self, irq: Irq) -> Irq:
+        if irq.id is None:
+            irq.id = self._free_id(irq.pd)
+        self.irqs.append(irq)
+        return irq
+
+    def add_queue(self, info: QueueInfo) -> QueueInfo:
+        self.queues.append(info)
+        return info
+
+    def pd(self, name: str) -> ProtectionDomain:
+        for pd in self.pds:
+            if pd.name == name:
+                return pd
+        raise KeyError(f"system {self.name!r} has no protection domain {name!r}")
+
+    def region(self, name: str) -> MemoryRegion:
+        for mr in self.regions:
+            if mr.name == name:
+                return mr
+        raise KeyError(f"system {self.name!r} has no memory region {name!r}")
+
+    def channel_ids(self, pd: ProtectionDomain) -> list[int]:
+        """Every channel id ``pd`` uses (channel ends and irqs), in the order they were added."""
+        ids = [c.id_a for c in self.channels if c.pd_a is pd]
+        ids += [c.id_b for c in self.channels if c.pd_b is pd]
+        ids += [i.id for i in self.irqs if i.pd is pd]
+        return [i for i in ids if i is not None]
+
+    def _free_id(self, pd: ProtectionDomain, taken: set[int] | None = None) -> int:
+        used = set(self.channel_ids(pd)) | (taken or set())
+        for i in range(MAX_CHANNEL_ID + 1):
+            if i not in used:
+                return i
+        raise InvalidSystem([f"PD {pd.name!r}: no free channel id (all 0..{MAX_CHANNEL_ID} used)"])
+
+    # ---- validation ---------------------------------------------------------------------
+    def check(self) -> None:
+        """Raise InvalidSystem listing every rule the description breaks."""
+        problems: list[str] = []
+        problems += _duplicates("protection domain", [pd.name for pd in self.pds])
+        problems += _duplicates("memory region", [mr.name for mr in self.regions])
+        for pd in self.pds:
+            problems += _check_pd(pd, self.regions)
+        known = set(map(id, self.pds))
+        for ch in self.channels:
+            for pd in (ch.pd_a, ch.pd_b):
+                if id(pd) not in known:
+                    problems.append(f"channel {ch.pd_a.name}<->{ch.pd_b.name}: PD {pd.name!r} "
+                                    "was not added to the system")
+            for caller, callee, pp in ((ch.pd_a, ch.pd_b, ch.pp_a), (ch.pd_b, ch.pd_a, ch.pp_b)):
+                if pp and callee.priority <= caller.priority:
+                    problems.append(
+                        f"channel {ch.pd_a.name}<->{ch.pd_b.name}: PPC from {caller.name!r} "
+                        f"(priority {caller.priority}) into {callee.name!r} (priority "
+                        f"{callee.priority}) needs a callee of strictly higher priority")
+        for pd in self.pds:
+            ids = self.channel_ids(pd)
+            for i in ids:
+                if not 0 <= i <= MAX_CHANNEL_ID:
+                    problems.append(f"PD {pd.name!r}: channel id {i} is outside 0..{MAX_CHANNEL_ID}")
+            problems += [f"PD {pd.name!r}: {p}" for p in _duplicates("channel id", ids)]
+        for mr in self.regions:
+            if mr.size <= 0 or mr.size % PAGE_SIZE:
+                problems.append(f"memory region {mr.name!r}: size {mr.size:#x} is not a positive "
+                                f"multiple of the page size {PAGE_SIZE:#x}")
+        problems += _io_overlaps(self.regions)
+        for q in self.queues:
+            if q.region not in {mr.name for mr in self.regions}:
+                problems.append(f"queue {q.label!r}: unknown memory region {q.region!r}")
+        if problems:
+            raise InvalidSystem(problems)
+
+    # ---- Microkit XML -------------------------------------------------------------------
+    def render(self) -> str:
+        """The equivalent Microkit system description XML."""
+        root = ET.Element("system")
+        for mr in self.regions:
+            attrs = {"name": mr.name, "size": hex(mr.size)}
+            if mr.io_addr is not None:
+                attrs["phys_addr"] = hex(mr.io_addr)
+            ET.SubElement(root, "memory_region", attrs)
+        for pd in self.pds:
+            attrs = {"name": pd.name, "priority": str(pd.priority)}
+            for key in ("budget", "period", "cpu"):
+                if getattr(pd, key) is not None:
+                    attrs[key] = str(getattr(pd, key))
+            if pd.passive:
+                attrs["passive"] = "true"
+            el = ET.SubElement(root, "protection_domain", attrs)
+            ET.SubElement(el, "program_image", {"path": _image_name(pd.program)})
+            vaddr = 0x2000000
+            for m in pd.maps:
+                ET.SubElement(el, "map", {"mr": m.region.name, "vaddr": hex(vaddr), "perms": m.perms,
+                                          "cached": "true", "setvar_vaddr": m.local_name})
+                vaddr += -(-m.region.size // 0x200000) * 0x200000
+            for irq in self.irqs:
+                if irq.pd is pd:
+                    ET.SubElement(el, "irq", {"irq": irq.source, "id": str(irq.id)})
+        for ch in self.channels:
+            el = ET.SubElement(root, "channel")
+            for pd, cid, pp in ((ch.pd_a, ch.id_a, ch.pp_a), (ch.pd_b, ch.id_b, ch.pp_b)):
+                attrs = {"pd": pd.name, "id": str(cid)}
+                if pp:
+                    attrs["pp"] = "true"
+                ET.SubElement(el, "end", attrs)
+        ET.indent(root)
+        return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def load_program(program: str) -> type:
+    """Import ``"module:Class"`` (or ``"module.Class"``) and return the Component subclass."""
+    from sddf.component import Component  # the component base imports config, not system
+
+    module_name, _, attr = program.rpartition(":") if ":" in program else program.rpartition(".")
+    if not module_name:
+        raise ImportError(f"program {program!r} is not of the form 'package.module:Class'")
+    module = importlib.import_module(module_name)
+    cls = getattr(module, attr, None)
+    if cls is None:
+        raise ImportError(f"program {program!r}: module {module_name!r} has no {attr!r}")
+    if not (inspect.isclass(cls) and issubclass(cls, Component)):
+        raise ImportError(f"program {program!r} is not a Component subclass")
+    return cls
+
+
+def _image_name(program: str) -> str:
+    return program.replace(":", ".").rsplit(".", 1)[-1].lower() + ".elf"
+
+
+def _duplicates(what: str, names: list[Any]) -> list[str]:
+    seen: set[Any] = set()
+    dups = []
+    for n in names:
+        if n in seen and n not in dups:
+            dups.append(n)
+        seen.add(n)
+    return [f"duplicate {what} {n!r}" for n in dups]
+
+
+def _check_pd(pd: ProtectionDomain, regions: list[MemoryRegion]) -> list[str]:
+    problems = []
+    if not 0 <= pd.priority <= MAX_PRIORITY:
+        problems.append(f"PD {pd.name!r}: priority {pd.priority} is outside 0..{MAX_PRIORITY}")
+    if pd.fault_policy not in ("stop", "restart"):
+        problems.append(f"PD {pd.name!r}: fault policy {pd.fault_policy!r} is not 'stop' or 'restart'")
+    try:
+        load_program(pd.program)
+    except Exception as exc:  # noqa: BLE001 - any import failure is the system file's problem
+        problems.append(f"PD {pd.name!r}: cannot load program: {exc}")
+    known = set(map(id, regions))
+    for m in pd.maps:
+        if id(m.region) not in known:
+            problems.append(f"PD {pd.name!r}: map of unknown memory region {m.region.name!r}")
+        if m.perms not in ("r", "rw"):
+            problems.append(f"PD {pd.name!r}: map {m.local_name!r} has perms {m.perms!r}, not 'r' or 'rw'")
+    problems += [f"PD {pd.name!r}: {p}" for p in _duplicates("map name", [m.local_name for m in pd.maps])]
+    return problems
+
+
+def _io_overlaps(regions: list[MemoryRegion]) -> list[str]:
+    spans = sorted((mr.io_addr, mr.io_addr + mr.size, mr.name) for mr in regions if mr.io_addr is not None)
+    return [f"memory regions {a!r} and {b!r}: io addresses overlap "
+            f"([{s1:#x}, {e1:#x}) and [{s2:#x}, {e2:#x}))"
+            for (s1, e1, a), (s2, e2, b) in zip(spans, spans[1:]) if s2 < e1]
