@@ -77,10 +77,41 @@ def control(system: str | None, request: dict[str, Any]) -> tuple[dict[str, Any]
 def cmd_run(args: argparse.Namespace) -> int:
     from sddf.monitor import Monitor
 
+    if args.netns:
+        return run_in_netns(args)
     sdf = load_system(args.system)
     monitor = Monitor(sdf)
     print(f"sddf: running system {sdf.name!r} ({len(sdf.pds)} PDs); Ctrl-C stops it", file=sys.stderr)
     return monitor.run(duration=args.duration)
+
+
+def run_in_netns(args: argparse.Namespace) -> int:
+    """Run the system in a fresh network namespace, removed (with its TAPs) on exit."""
+    import signal
+
+    from sddf.netns import NetNamespace, can_make_named, unshare_prefix
+
+    inner = [sys.executable, "-m", "sddf.cli", "run", args.system]
+    if args.duration is not None:
+        inner += ["--duration", str(args.duration)]
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the monitor; we clean up after
+    try:
+        if not can_make_named():
+            print("sddf: not root: running in an unprivileged user+network namespace (unshare -rn); "
+                  "enter it with `nsenter -U -n -t <monitor pid> --preserve-credentials`", file=sys.stderr)
+            return subprocess.run(unshare_prefix() + inner).returncode
+        with NetNamespace(args.system.rsplit("/", 1)[-1].removesuffix(".py")) as ns:
+            print(f"sddf: network namespace {ns.name}; reach the system with "
+                  f"`ip netns exec {ns.name} ping 10.0.0.2` (the TAP's host side is 10.0.0.1)", file=sys.stderr)
+            return subprocess.run(ns.exec_prefix() + inner).returncode
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from sddf.demo import main as demo
+
+    return demo(inside=args.inside)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -209,6 +240,11 @@ def parser() -> argparse.ArgumentParser:
     run = add("run", cmd_run, "start every component of SYSTEM as its own process and watch them "
               "(Ctrl-C stops everything and cleans up)", system=True)
     run.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    run.add_argument("--netns", action="store_true",
+                     help="run inside a fresh network namespace (for TAP devices), removed on exit")
+    demo = add("demo", cmd_demo, "run the echo system in its own network namespace, ping and UDP/TCP-echo "
+               "both clients, print a summary and stop")
+    demo.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     add("check", cmd_check, "validate SYSTEM and print a summary table", system=True)
     xml = add("xml", cmd_xml, "print the equivalent Microkit system XML of SYSTEM", system=True)
     xml.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")

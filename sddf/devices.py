@@ -1,35 +1,108 @@
-"""Host devices that back irq channels, opened by the monitor and passed to their driver PD."""
+"""Host devices that back irq channels, opened by the monitor and passed to their driver PD.
+
+Irq sources: ``timerfd``; ``tap:NAME[,mtu=N][,mac=aa:bb:..][,addr=A.B.C.D/P]`` — a TAP
+interface (IFF_TAP | IFF_NO_PI, non-blocking) in the monitor's network namespace, with the
+link MTU/MAC set and, with ``addr``, the host side's address assigned and the link up.
+"""
 from __future__ import annotations
 
 import ctypes
+import fcntl
+import ipaddress
 import os
+import socket
+import struct
 import time
 
 CLOCK_MONOTONIC = time.CLOCK_MONOTONIC
 TFD_NONBLOCK = os.O_NONBLOCK
 TFD_CLOEXEC = os.O_CLOEXEC
+TUNSETIFF = 0x400454CA
+IFF_TAP = 0x0002
+IFF_NO_PI = 0x1000
+IFF_UP = 0x1
+SIOCGIFFLAGS, SIOCSIFFLAGS = 0x8913, 0x8914
+SIOCSIFADDR, SIOCSIFNETMASK = 0x8916, 0x891C
+SIOCSIFMTU, SIOCSIFHWADDR = 0x8922, 0x8924
+ARPHRD_ETHER = 1
 
 
 class DeviceError(Exception):
     """A device named by an irq source could not be opened; says which and what to do."""
 
 
-def _timerfd() -> int:
+def _timerfd(source: str, _options: dict[str, str]) -> int:
     libc = ctypes.CDLL(None, use_errno=True)
     fd = libc.timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)
     if fd < 0:
-        raise DeviceError(f"timerfd_create failed: {os.strerror(ctypes.get_errno())}")
+        raise DeviceError(f"irq source {source!r}: timerfd_create failed: {os.strerror(ctypes.get_errno())}")
     return fd
 
 
-OPENERS = {"timerfd": _timerfd}
+def _ifreq(name: str, payload: bytes = b"") -> bytes:
+    return struct.pack("16s", name.encode()) + payload.ljust(24, b"\0")
+
+
+def _sockaddr_in(addr: str) -> bytes:
+    return struct.pack("<H2s4s8x", socket.AF_INET, b"\0\0", socket.inet_aton(addr))
+
+
+def _tap(source: str, options: dict[str, str]) -> int:
+    name = options.pop("", "")
+    if not name or len(name) > 15:
+        raise DeviceError(f"irq source {source!r}: a TAP device needs a name of 1-15 characters")
+    try:
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise DeviceError(f"irq source {source!r}: cannot open /dev/net/tun ({exc.strerror}); "
+                          "TAP devices need root or CAP_NET_ADMIN — run as root, or use "
+                          "`sddf run --netns SYSTEM` to run in a private network namespace") from exc
+    try:
+        fcntl.ioctl(fd, TUNSETIFF, _ifreq(name, struct.pack("H", IFF_TAP | IFF_NO_PI)))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            if "mtu" in options:
+                fcntl.ioctl(s, SIOCSIFMTU, _ifreq(name, struct.pack("i", int(options.pop("mtu")))))
+            if "mac" in options:
+                mac = bytes.fromhex(options.pop("mac").replace(":", ""))
+                fcntl.ioctl(s, SIOCSIFHWADDR, _ifreq(name, struct.pack("H6s", ARPHRD_ETHER, mac)))
+            if "addr" in options:
+                iface = ipaddress.IPv4Interface(options.pop("addr"))
+                fcntl.ioctl(s, SIOCSIFADDR, _ifreq(name, _sockaddr_in(str(iface.ip))))
+                fcntl.ioctl(s, SIOCSIFNETMASK, _ifreq(name, _sockaddr_in(str(iface.netmask))))
+                flags = struct.unpack_from("H", fcntl.ioctl(s, SIOCGIFFLAGS, _ifreq(name)), 16)[0]
+                fcntl.ioctl(s, SIOCSIFFLAGS, _ifreq(name, struct.pack("H", flags | IFF_UP)))
+    except (OSError, ValueError) as exc:
+        os.close(fd)
+        raise DeviceError(f"irq source {source!r}: cannot set up TAP device {name!r}: {exc}") from exc
+    if options:
+        os.close(fd)
+        raise DeviceError(f"irq source {source!r}: unknown TAP option(s) {sorted(options)}")
+    return fd
+
+
+OPENERS = {"timerfd": _timerfd, "tap": _tap}
+
+
+def parse_source(source: str) -> tuple[str, dict[str, str]]:
+    """``"kind:arg,key=value,…"`` → (kind, {"": arg, key: value, …})."""
+    kind, _, rest = source.partition(":")
+    options: dict[str, str] = {}
+    for i, item in enumerate(filter(None, rest.split(","))):
+        key, eq, value = item.partition("=")
+        if eq:
+            options[key] = value
+        elif i == 0:
+            options[""] = key
+        else:
+            raise DeviceError(f"irq source {source!r}: option {item!r} is not key=value")
+    return kind, options
 
 
 def open_device(source: str) -> int:
-    """Open the host device an irq ``source`` names ("timerfd", …) and return its fd."""
-    kind, _, _arg = source.partition(":")
+    """Open the host device an irq ``source`` names and return its fd."""
+    kind, options = parse_source(source)
     opener = OPENERS.get(kind)
     if opener is None:
         raise DeviceError(f"irq source {source!r}: unknown device kind {kind!r} "
                           f"(known: {', '.join(sorted(OPENERS))})")
-    return opener()
+    return opener(source, options)

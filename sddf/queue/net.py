@@ -95,3 +95,35 @@ def fill_free(free: NetProducer, base: int, count: int, buffer_size: int = NET_B
     descs = [NetBuffDesc(base + i * buffer_size, 0, 0) for i in range(count)]
     if free.enqueue_many(descs) != count:
         raise ValueError(f"queue {free.name!r}: cannot hold {count} buffers (capacity {free.capacity})")
+
+
+def is_buffer_offset(offset: int, region_size: int, buffer_size: int = NET_BUFFER_SIZE) -> bool:
+    """Whether ``offset`` starts a whole buffer of a region of ``region_size`` bytes."""
+    return offset >= 0 and offset % buffer_size == 0 and offset + buffer_size <= region_size
+
+
+class BufferSpace:
+    """Names net buffers by address (an io address, or an offset) across one or more regions.
+
+    ``spans`` are ``(base address, memoryview of the region)``. :meth:`slot` gives the whole
+    buffer at an address, or None if the address is not the start of a buffer inside a span —
+    the check every consumer of descriptors from an untrusted peer needs.
+    """
+
+    def __init__(self, spans: list[tuple[int, Any]], buffer_size: int = NET_BUFFER_SIZE) -> None:
+        self._spans = sorted((base, base + len(view), memoryview(view)) for base, view in spans)
+        self.buffer_size = buffer_size
+
+    def slot(self, address: int) -> memoryview | None:
+        for start, end, view in self._spans:
+            if start <= address < end:
+                off = address - start
+                if not is_buffer_offset(off, end - start, self.buffer_size):
+                    return None
+                return view[off:off + self.buffer_size]
+        return None
+
+    def addresses(self) -> list[int]:
+        """The address of every buffer in every span."""
+        return [start + i for start, end, _ in self._spans for i in range(0, end - start - self.buffer_size + 1,
+                                                                         self.buffer_size)]

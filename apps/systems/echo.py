@@ -1,0 +1,33 @@
+"""sDDF's echo-server system on host processes: TAP driver → virt_rx → (copier →) clients → virt_tx.
+
+Two echo clients answer ping, UDP echo (1235) and TCP echo (1236): client0 at 10.0.0.2 maps the
+shared rx region read-only, client1 at 10.0.0.3 sits behind a copier. The TAP's host side is
+10.0.0.1/24. TAP devices need CAP_NET_ADMIN: run it with `sddf run echo --netns`.
+"""
+from sddf.classes import Sddf
+from sddf.system import ProtectionDomain, SystemDescription
+
+CLIENTS = (("client0", bytes.fromhex("020000000002"), "10.0.0.2", False),
+           ("client1", bytes.fromhex("020000000003"), "10.0.0.3", True))
+
+
+def system(tap: str = "sddf0") -> SystemDescription:
+    sdf = SystemDescription("echo")
+    timer_driver = sdf.add_pd(ProtectionDomain("timer", "sddf.drivers.timer.timerfd:TimerDriver", priority=150))
+    driver = sdf.add_pd(ProtectionDomain("eth_driver", "sddf.drivers.net.tap:TapDriver", priority=110))
+    virt_rx = sdf.add_pd(ProtectionDomain("net_virt_rx", "sddf.virtualisers.net.rx:NetVirtRx", priority=108))
+    virt_tx = sdf.add_pd(ProtectionDomain("net_virt_tx", "sddf.virtualisers.net.tx:NetVirtTx", priority=109))
+    net = Sddf.Net(sdf, driver, virt_tx, virt_rx, tap=tap)
+    timer = Sddf.Timer(sdf, timer_driver)
+    for name, mac, ip, copied in CLIENTS:
+        client = sdf.add_pd(ProtectionDomain(name, "sddf.apps.echo_server:EchoServer", priority=100))
+        if copied:
+            copier = sdf.add_pd(ProtectionDomain(f"{name}_copier", "sddf.virtualisers.net.copy:NetCopier",
+                                                 priority=105))
+            net.add_client_with_copier(client, copier, mac, ip)
+        else:
+            net.add_client(client, mac, ip)
+        timer.add_client(client)
+    net.connect()
+    timer.connect()
+    return sdf

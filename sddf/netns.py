@@ -1,0 +1,63 @@
+"""Private network namespaces for systems with TAP devices (``sddf run --netns``, ``sddf demo``).
+
+As root, a named namespace (``ip netns add``) that other terminals can enter with
+``ip netns exec``; otherwise an unprivileged user+network namespace (``unshare -rn``).
+Whatever is created is removed on exit, even on failure.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from types import TracebackType
+
+
+class NetnsError(Exception):
+    """A namespace could not be created; the message says what is missing."""
+
+
+class NetNamespace:
+    """A named network namespace, deleted (with everything in it) when the block ends."""
+
+    def __init__(self, tag: str) -> None:
+        self.name = f"sddf-{tag}-{os.getpid()}"
+
+    def __enter__(self) -> "NetNamespace":
+        if shutil.which("ip") is None:
+            raise NetnsError("`ip` (iproute2) is not installed: apt-get install -y iproute2")
+        done = subprocess.run(["ip", "netns", "add", self.name], capture_output=True, text=True)
+        if done.returncode:
+            raise NetnsError(f"ip netns add {self.name}: {done.stderr.strip()} (needs root)")
+        self.run(["ip", "link", "set", "lo", "up"])
+        self.run(["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
+                  "net.ipv6.conf.default.disable_ipv6=1"], check=False)
+        return self
+
+    def exec_prefix(self) -> list[str]:
+        """Prefix a command with this to run it inside the namespace."""
+        return ["ip", "netns", "exec", self.name]
+
+    def run(self, cmd: list[str], check: bool = True, **kwargs: object) -> subprocess.CompletedProcess:
+        return subprocess.run(self.exec_prefix() + cmd, check=check, **kwargs)  # type: ignore[call-overload]
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        # kill anything still inside, then delete the namespace (its TAPs go with it)
+        pids = subprocess.run(["ip", "netns", "pids", self.name], capture_output=True, text=True).stdout.split()
+        for pid in pids:
+            try:
+                os.kill(int(pid), 9)
+            except (ProcessLookupError, ValueError):
+                pass
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+
+
+def can_make_named() -> bool:
+    return os.geteuid() == 0 and shutil.which("ip") is not None
+
+
+def unshare_prefix() -> list[str]:
+    """Run a command in a new unprivileged user+network namespace (when not root)."""
+    if shutil.which("unshare") is None:
+        raise NetnsError("`unshare` (util-linux) is not installed and we are not root")
+    return ["unshare", "-rn"]

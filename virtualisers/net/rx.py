@@ -1,0 +1,139 @@
+"""Net rx virtualiser: demultiplexes received frames from the driver to clients by MAC.
+
+Buffers come from the driver as io addresses and go to clients as offsets into the rx data
+region. Broadcast and multicast frames go to every client with a reference count; a buffer
+returns to the driver once every client holding it has given it back. Frames for no client
+go straight back to the driver. A client that returns a buffer it does not hold, or breaks
+its queue's protocol, is refused and counted; other clients are not disturbed.
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+from sddf.component import Component
+from sddf.config import NetClientPort, NetVirtRxConfig
+from sddf.queue.net import BufferSpace, NetConsumer, NetProducer, net_queue_handle
+from sddf.queue.ring import QueueProtocolError
+from sddf.signal import drain, signal_needed
+
+BATCH = 64
+
+
+class _Client:
+    def __init__(self, virt: "NetVirtRx", port: NetClientPort) -> None:
+        self.name = port.name
+        self.mac = port.mac
+        self.channel = port.queues.channel
+        q = net_queue_handle(f"{virt.name}->{port.name}.rx", virt.regions[port.queues.free],
+                             virt.regions[port.queues.active], port.queues.capacity, produces_active=True)
+        self.free: NetConsumer = q.free  # type: ignore[assignment]
+        self.active: NetProducer = q.active  # type: ignore[assignment]
+        self.held: set[int] = set()
+        self.outbox: list[tuple] = []
+
+
+class NetVirtRx(Component):
+    kind = "net.virt_rx"
+    Config = NetVirtRxConfig
+
+    def init(self) -> None:
+        cfg = self.config
+        d = net_queue_handle(f"{self.name}<-driver.rx", self.regions[cfg.driver.free],
+                             self.regions[cfg.driver.active], cfg.driver.capacity, produces_active=False)
+        self.driver_free: NetProducer = d.free  # type: ignore[assignment]
+        self.driver_active: NetConsumer = d.active  # type: ignore[assignment]
+        self.base = cfg.data.io_addr
+        self.data = BufferSpace([(0, self.regions[cfg.data.map])])
+        self.clients = [_Client(self, port) for port in cfg.clients]
+        self.by_mac = {c.mac: c for c in self.clients}
+        self.by_channel = {c.channel: c for c in self.clients}
+        self.refs: Counter[int] = Counter()
+        self.to_driver: list[tuple] = []
+        self.counters: Counter[str] = Counter()
+        # a fresh system: hand the driver every buffer; after a restart they are already out
+        self.adopting = self.driver_free.index != 0 or self.driver_active.index != 0
+        if not self.adopting:
+            buffers = [(self.base + off, 0, 0) for off in self.data.addresses()]
+            self.to_driver = buffers[:cfg.driver.capacity]
+            self.counters["buffers"] = len(self.to_driver)
+        self.notified(cfg.driver.channel)
+        for c in self.clients:
+            self.notified(c.channel)
+
+    def notified(self, ch: int) -> None:
+        client = self.by_channel.get(ch)
+        if client is not None:
+            self._take_returns(client)
+        elif ch == self.config.driver.channel:
+            drain(self.driver_active, self._demux, BATCH)
+        self._flush()
+
+    def _demux(self, frames: list[tuple]) -> None:
+        for io, length, _ in frames:
+            off = io - self.base
+            slot = self.data.slot(off)
+            if slot is None or not 0 < length <= len(slot):
+                self.counters["bad_from_driver"] += 1
+                if slot is not None:
+                    self.to_driver.append((io, 0, 0))
+                continue
+            dst = bytes(slot[:6])
+            if dst[0] & 1:  # broadcast or multicast: every client gets it
+                targets = self.clients
+            else:
+                target = self.by_mac.get(dst)
+                targets = [target] if target is not None else []
+            if not targets:
+                self.counters["no_client"] += 1
+                self.to_driver.append((io, 0, 0))
+                continue
+            self.refs[off] += len(targets)
+            for c in targets:
+                c.outbox.append((off, length, 0))
+                c.held.add(off)
+
+    def _take_returns(self, client: _Client) -> None:
+        def returned(descs: list[tuple]) -> None:
+            for off, _len, _oid in descs:
+                if off not in client.held and not (self.adopting and self.data.slot(off) is not None):
+                    self.counters[f"{client.name}.bad_return"] += 1
+                    continue
+                client.held.discard(off)
+                self._release(off)
+        try:
+            drain(client.free, returned, BATCH)
+        except QueueProtocolError as exc:
+            self.counters[f"{client.name}.protocol_errors"] += 1
+            print(f"{self.name}: refused client {client.name}: {exc}", flush=True)
+
+    def _release(self, off: int) -> None:
+        left = self.refs[off] - 1
+        if left > 0:
+            self.refs[off] = left
+        else:
+            self.refs.pop(off, None)
+            self.to_driver.append((self.base + off, 0, 0))
+
+    def _flush(self) -> None:
+        """Publish what each client gets and what goes back to the driver; notify who asked."""
+        for c in self.clients:
+            if not c.outbox:
+                continue
+            try:
+                sent = c.active.enqueue_many(c.outbox)
+            except QueueProtocolError as exc:
+                self.counters[f"{c.name}.protocol_errors"] += 1
+                print(f"{self.name}: refused client {c.name}: {exc}", flush=True)
+                sent = 0
+            for off, _, _ in c.outbox[sent:]:  # client queue full: drop its copy
+                self.counters[f"{c.name}.dropped"] += 1
+                c.held.discard(off)
+                self._release(off)
+            c.outbox.clear()
+            if sent and signal_needed(c.active.flag):
+                self.notify(c.channel)
+        if self.to_driver:
+            sent = self.driver_free.enqueue_many(self.to_driver)
+            del self.to_driver[:sent]
+            if sent and signal_needed(self.driver_free.flag):
+                self.notify(self.config.driver.channel)

@@ -1,0 +1,138 @@
+"""Net tx virtualiser: multiplexes clients' transmit queues onto the driver's, fairly.
+
+Clients name buffers by offset into their own tx data region; the driver gets io addresses.
+Clients are served round-robin, at most ``batch`` frames each per turn, so one flooding
+client cannot starve another. Completed buffers go back to the client that owns them. An
+offset outside the client's region, a bad length, a buffer already in flight, or a queue
+protocol violation is refused and counted for that client only.
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+from sddf.component import Component
+from sddf.config import NetClientPort, NetVirtTxConfig
+from sddf.queue.net import NET_BUFFER_SIZE, NetConsumer, NetProducer, is_buffer_offset, net_queue_handle
+from sddf.queue.ring import QueueProtocolError
+from sddf.signal import drain, request_and_recheck, signal_needed
+
+
+class _Client:
+    def __init__(self, virt: "NetVirtTx", port: NetClientPort) -> None:
+        assert port.data is not None, f"virt_tx needs client {port.name}'s tx data region"
+        self.name = port.name
+        self.channel = port.queues.channel
+        self.io_addr, self.size = port.data.io_addr, port.data.size
+        q = net_queue_handle(f"{virt.name}<-{port.name}.tx", virt.regions[port.queues.free],
+                             virt.regions[port.queues.active], port.queues.capacity, produces_active=False)
+        self.free: NetProducer = q.free  # type: ignore[assignment]
+        self.active: NetConsumer = q.active  # type: ignore[assignment]
+        self.in_flight: set[int] = set()
+        self.returns: list[tuple] = []
+
+
+class NetVirtTx(Component):
+    kind = "net.virt_tx"
+    Config = NetVirtTxConfig
+
+    def init(self) -> None:
+        cfg = self.config
+        d = net_queue_handle(f"{self.name}->driver.tx", self.regions[cfg.driver.free],
+                             self.regions[cfg.driver.active], cfg.driver.capacity, produces_active=True)
+        self.driver_free: NetConsumer = d.free  # type: ignore[assignment]
+        self.driver_active: NetProducer = d.active  # type: ignore[assignment]
+        self.clients = [_Client(self, port) for port in cfg.clients]
+        self.by_channel = {c.channel: c for c in self.clients}
+        self.adopting = self.driver_free.index != 0 or self.driver_active.index != 0
+        self.turn = 0
+        self.counters: Counter[str] = Counter()
+        self.notified(cfg.driver.channel)
+        self._multiplex()
+
+    def notified(self, ch: int) -> None:
+        if ch == self.config.driver.channel:
+            drain(self.driver_free, self._completed)
+        self._multiplex()
+        self._return_to_clients()
+
+    def _owner(self, io: int) -> _Client | None:
+        for c in self.clients:
+            if c.io_addr <= io < c.io_addr + c.size:
+                return c
+        return None
+
+    def _completed(self, descs: list[tuple]) -> None:
+        for io, _len, oid in descs:
+            c = self._owner(io)
+            off = io - c.io_addr if c is not None else -1
+            if c is None or (off not in c.in_flight and not self.adopting):
+                self.counters["bad_from_driver"] += 1
+                continue
+            c.in_flight.discard(off)
+            c.returns.append((off, 0, oid))
+
+    def _multiplex(self) -> None:
+        """Round-robin: each client in turn moves up to ``batch`` frames while the driver has room."""
+        batch = self.config.batch
+        while True:
+            room = self.driver_active.free_slots()
+            if room == 0:
+                break  # the driver returns buffers (and notifies) as it transmits
+            moved_any = waiting = False
+            order = self.clients[self.turn:] + self.clients[:self.turn]
+            self.turn = (self.turn + 1) % max(1, len(self.clients))
+            for c in order:
+                if room == 0:
+                    break
+                try:
+                    descs = c.active.dequeue_many(min(batch, room))
+                except QueueProtocolError as exc:
+                    self._refuse(c, "protocol_errors", exc)
+                    continue
+                if not descs:
+                    continue
+                out = self._translate(c, descs)
+                if out:
+                    self.driver_active.enqueue_many(out)
+                    room -= len(out)
+                moved_any = True
+                waiting = waiting or not c.active.empty()
+            if moved_any and signal_needed(self.driver_active.flag):
+                self.notify(self.config.driver.channel)
+            if not moved_any:
+                if any(request_and_recheck(c.active.flag, lambda c=c: not c.active.empty())
+                       for c in self.clients):
+                    continue
+                break
+
+    def _translate(self, c: _Client, descs: list[tuple]) -> list[tuple]:
+        out = []
+        for off, length, oid in descs:
+            if not is_buffer_offset(off, c.size, NET_BUFFER_SIZE):
+                self.counters[f"{c.name}.bad_offset"] += 1
+            elif not 0 < length <= NET_BUFFER_SIZE:
+                self.counters[f"{c.name}.bad_length"] += 1
+                c.returns.append((off, 0, oid))
+            elif off in c.in_flight:
+                self.counters[f"{c.name}.not_owned"] += 1
+            else:
+                c.in_flight.add(off)
+                out.append((c.io_addr + off, length, oid))
+        return out
+
+    def _return_to_clients(self) -> None:
+        for c in self.clients:
+            if not c.returns:
+                continue
+            try:
+                sent = c.free.enqueue_many(c.returns)
+            except QueueProtocolError as exc:
+                self._refuse(c, "protocol_errors", exc)
+                continue
+            del c.returns[:sent]
+            if sent and signal_needed(c.free.flag):
+                self.notify(c.channel)
+
+    def _refuse(self, c: _Client, what: str, exc: Exception) -> None:
+        self.counters[f"{c.name}.{what}"] += 1
+        print(f"{self.name}: refused client {c.name}: {exc}", flush=True)
