@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from sddf.config import (DataRegion, NetClientConfig, NetClientPort, NetCopierConfig, NetDriverConfig,
-                         NetVirtRxConfig, NetVirtTxConfig, QueuePair, TimerClientConfig, TimerDriverConfig)
+                         NetVirtRxConfig, NetVirtTxConfig, QueuePair, TimerDriverConfig)
 from sddf.queue.net import NET_BUFFER_SIZE, queue_size
 from sddf.shm import round_to_pages
 from sddf.system import Channel, Irq, Map, MemoryRegion, ProtectionDomain, QueueInfo, SystemDescription
@@ -22,7 +22,8 @@ class Timer:
         self.clients: list[tuple[ProtectionDomain, dict]] = []
 
     def add_client(self, client: ProtectionDomain, **options: object) -> None:
-        """Add a client; ``options`` go into its TimerClientConfig (e.g. timeouts_ns, rounds)."""
+        """Add a client; its config gets ``timer`` (the channel id) and ``options`` (e.g. the
+        ``timeouts_ns`` and ``rounds`` of a TimerClientConfig)."""
         self.clients.append((client, options))
 
     def connect(self) -> None:
@@ -31,7 +32,7 @@ class Timer:
         for client, options in self.clients:
             ch = self.sdf.add_channel(Channel(client, self.driver, pp_a=True))
             channels.append(ch.pd_b_id)
-            client.config.update(asdict(TimerClientConfig(timer=ch.pd_a_id, **options)))
+            client.config.update(timer=ch.pd_a_id, **options)
         self.driver.config.update(asdict(TimerDriverConfig(irq=irq.id, clients=channels)))
 
 

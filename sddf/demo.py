@@ -16,11 +16,14 @@ CLIENT_IPS = ("10.0.0.2", "10.0.0.3")
 READY_TIMEOUT_S = 20
 
 
-def _wait_ready(prefix: list[str]) -> None:
-    code = ("import sys; from sddf.probe import icmp_ping; "
-            f"sys.exit(0 if all(icmp_ping(ip, 1, 0.5)[0] for ip in {CLIENT_IPS!r}) else 1)")
+def _wait_ready(prefix: list[str], monitor: subprocess.Popen) -> None:
+    code = ("import sys; from sddf.probe import icmp_ping\n"
+            f"try: sys.exit(0 if all(icmp_ping(ip, 1, 0.5)[0] for ip in {CLIENT_IPS!r}) else 1)\n"
+            "except OSError: sys.exit(1)")
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
+        if monitor.poll() is not None:
+            raise RuntimeError(f"the echo system stopped (exit code {monitor.returncode}); see its output above")
         if subprocess.run(prefix + [sys.executable, "-c", code]).returncode == 0:
             return
         time.sleep(0.2)
@@ -32,7 +35,7 @@ def run_inside(prefix: list[str]) -> int:
     console = Console(stderr=True)
     monitor = subprocess.Popen(prefix + [sys.executable, "-m", "sddf.cli", "run", "echo"])
     try:
-        _wait_ready(prefix)
+        _wait_ready(prefix, monitor)
         out = subprocess.run(prefix + [sys.executable, "-m", "sddf.probe", *CLIENT_IPS],
                              capture_output=True, text=True, check=True, timeout=120).stdout
         results = [json.loads(line) for line in out.splitlines()]

@@ -14,7 +14,7 @@ def test_readme_opens_with_two_commands() -> None:
     text = (ROOT / "README.md").read_text()
     assert text.index("```sh") < text.index("\n## "), "the set-up commands must come first"
     demo, tests = readme_commands()
-    assert "pip install" in demo and "sddf run" in demo
+    assert "pip install" in demo and "sddf demo" in demo
     assert "pip install" in tests and "pytest" in tests
 
 
