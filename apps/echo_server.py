@@ -21,6 +21,8 @@ class EchoServer(NetClient):
     def init(self) -> None:
         super().init()
         self.stack = NetStack(mac=self.config.mac, ip=self.config.ip)
+        self.stack.counters.update(self.counters)
+        self.counters = self.stack.counters  # the stack's drop counters are published with ours
         self.echo = EchoService(self.stack, udp_port=UDP_ECHO_PORT, tcp_port=TCP_ECHO_PORT)
         self.timer_due: int | None = None
         print(f"{self.name}: echo server on {self.config.ip} ({self.config.mac.hex(':')}): "

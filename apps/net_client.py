@@ -5,7 +5,7 @@ with frames to transmit; frames wait in a bounded backlog while no tx buffer is 
 """
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import deque
 
 from sddf.component import Component
 from sddf.config import NetClientConfig
@@ -33,7 +33,6 @@ class NetClient(Component):
         self.tx_space = BufferSpace([(0, self.regions[cfg.tx_data.map])])
         self.backlog: deque[bytes] = deque()
         self.tx_buffers: list[int] = []
-        self.counters: Counter[str] = Counter()
         fresh = self.tx_active.index == 0 and self.tx_free.index == 0
         if fresh:
             self.tx_buffers = self.tx_space.addresses()[::-1]
@@ -80,7 +79,8 @@ class NetClient(Component):
             if not self.tx_buffers:
                 got = self.tx_free.dequeue_many(BATCH)
                 self.tx_buffers = [off for off, _, _ in got if self.tx_space.slot(off) is not None]
-                self.counters["tx_bad_return"] += len(got) - len(self.tx_buffers)
+                if len(got) > len(self.tx_buffers):
+                    self.counters["tx_bad_return"] += len(got) - len(self.tx_buffers)
                 if not self.tx_buffers:
                     if request_and_recheck(self.tx_free.flag, lambda: not self.tx_free.empty()):
                         continue

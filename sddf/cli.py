@@ -191,6 +191,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_counters(args: argparse.Namespace) -> int:
+    reply, _ = control(args.system_name, {"cmd": "counters"})
+    for pd, counters in reply["counters"].items():
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(counters.items())) or "-"
+        print(f"{pd:16} {shown}")
+    return 0
+
+
 def cmd_swap(args: argparse.Namespace) -> int:
     control(args.system_name, {"cmd": "swap", "pd": args.pd, "program": args.program})
     print(f"sddf: PD {args.pd} now runs {args.program}")
@@ -256,6 +264,8 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--interval", type=float, default=1.0, metavar="S", help="refresh period")
     top.add_argument("--once", action="store_true", help="print one table and exit")
     add("status", cmd_status, "print the state of each PD of a running system", running=True)
+    add("counters", cmd_counters, "print each PD's counters (frames, drops, refused descriptors…) "
+        "of a running system", running=True)
     swap = add("swap", cmd_swap, "replace a running PD's program by another of the same component "
                "kind (same regions and channels; the old process is stopped first)", running=True)
     swap.add_argument("pd", metavar="PD", help="protection domain name")

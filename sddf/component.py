@@ -10,6 +10,8 @@ Nothing polls: the loop sleeps in epoll until a channel, irq or call needs it.
 from __future__ import annotations
 
 import socket
+import time
+from collections import Counter
 from typing import Any, ClassVar, Iterator, Mapping
 
 import msgpack
@@ -17,9 +19,11 @@ import msgpack
 from sddf.config import ChannelGrant, PdConfig, typed
 from sddf.shm import Region
 from sddf.signal import ChannelEnd, ChannelEndFds, Waiter
+from sddf.stats import STATS_SIZE, StatsWriter
 
 PPC_MESSAGE_MAX = 64 * 1024
 PPC_MALFORMED = -1  # the reply label a caller gets for a request the callee could not decode
+STATS_PERIOD_S = 0.1  # counters are published at most this often (and once more when idle)
 
 
 class GrantError(Exception):
@@ -69,6 +73,12 @@ class Component:
         self.__calls: dict[int, socket.socket] = {}
         self.__waiter = Waiter()
         self.__outbox: set[int] = set()
+        #: counters the monitor can read while the PD runs (``sddf counters``)
+        self.counters: Counter[str] = Counter()
+        self.__stats_page = Region.from_fd("stats", pd.stats_fd, STATS_SIZE, True) if pd.stats_fd >= 0 else None
+        self.__stats = StatsWriter(self.__stats_page.view) if self.__stats_page else None
+        self.__published: dict[str, int] = {}
+        self.__published_at = 0.0
         for ch, grant in pd.channels.items():
             end = ChannelEnd.attach(_end_fds(grant))
             self.__channels[ch] = end
@@ -130,9 +140,21 @@ class Component:
         self.init()
         self.__flush()
         while True:
-            for ch in self.__waiter.wait():
+            for ch in self.__waiter.wait(self.__publish_stats()):
                 self.notified(ch)
                 self.__flush()
+
+    def __publish_stats(self) -> float | None:
+        """Publish changed counters (rate-limited); return how long to sleep before trying again."""
+        if self.__stats is None or self.counters == self.__published:
+            return None
+        wait = self.__published_at + STATS_PERIOD_S - time.monotonic()
+        if wait > 0:
+            return wait
+        self.__stats.publish(self.counters)
+        self.__published = dict(self.counters)
+        self.__published_at = time.monotonic()
+        return None
 
     def __serve(self, ch: int, sock: socket.socket) -> None:
         try:

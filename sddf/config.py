@@ -54,6 +54,7 @@ class PdConfig:
     priority: int
     cpu: int | None
     fault_fd: int
+    stats_fd: int = -1
     regions: dict[str, RegionGrant] = field(default_factory=dict)
     channels: dict[int, ChannelGrant] = field(default_factory=dict)
     irqs: dict[int, int] = field(default_factory=dict)  # channel id -> device fd
@@ -61,7 +62,7 @@ class PdConfig:
 
     def fds(self) -> list[int]:
         """Every fd this PD must inherit."""
-        out = [self.fault_fd] + [r.fd for r in self.regions.values()] + list(self.irqs.values())
+        out = [self.fault_fd, self.stats_fd] + [r.fd for r in self.regions.values()] + list(self.irqs.values())
         for c in self.channels.values():
             out += [c.recv_eventfd, c.send_eventfd, c.words_fd]
             if c.ppc_fd is not None:

@@ -26,6 +26,7 @@ from sddf.devices import open_device
 from sddf.runtime import FAULT_EXIT
 from sddf.shm import Region
 from sddf.signal import channel_pair
+from sddf.stats import STATS_SIZE, read_stats
 from sddf.system import ProtectionDomain, SystemDescription, load_program
 
 STOP_GRACE_S = 1.0
@@ -52,6 +53,7 @@ class PdState:
     pidfd: int = -1
     fault_read: int = -1
     state: str = "stopped"
+    stats: Region | None = None
     restarts: int = 0
     restart_at: float | None = None
     expected_exit: bool = False
@@ -106,7 +108,9 @@ class Monitor:
         for irq in self.sdf.irqs:
             configs[irq.pd.name].irqs[irq.id] = self._own(open_device(irq.source))
         for pd in self.sdf.pds:
-            self.pds[pd.name] = PdState(pd, configs[pd.name], pd.program)
+            stats = Region.create(f"stats:{pd.name}", STATS_SIZE)
+            configs[pd.name].stats_fd = stats.fd
+            self.pds[pd.name] = PdState(pd, configs[pd.name], pd.program, stats=stats)
 
     def _own(self, fd: int) -> int:
         self._fds.append(fd)
@@ -262,6 +266,9 @@ class Monitor:
         if cmd == "swap":
             self.swap(request["pd"], request["program"])
             return {"ok": True}, []
+        if cmd == "counters":
+            return {"ok": True, "counters": {name: read_stats(st.stats.view) if st.stats else {}
+                                             for name, st in self.pds.items()}}, []
         if cmd == "stop":
             self.stop()
             return {"ok": True}, []
@@ -271,7 +278,7 @@ class Monitor:
             sizes = {n: self.regions[n].size for n in names}
             return ({"ok": True, "queues": queues, "sizes": sizes, "regions": names},
                     [self.regions[n].readonly_fd() for n in names])
-        raise ValueError(f"unknown command {cmd!r} (known: status, restart, swap, stop, queues)")
+        raise ValueError(f"unknown command {cmd!r} (known: status, counters, restart, swap, stop, queues)")
 
     # ---- running ------------------------------------------------------------------------
     def run(self, duration: float | None = None) -> int:
@@ -349,6 +356,10 @@ class Monitor:
         for region in self.regions.values():
             region.close()
         self.regions.clear()
+        for st in self.pds.values():
+            if st.stats is not None:
+                st.stats.close()
+                st.stats = None
         self._epoll.close()
 
 

@@ -31,8 +31,6 @@ class TapDriver(Component):
         self.rx_space = BufferSpace([(cfg.rx_data.io_addr, self.regions[cfg.rx_data.map])])
         self.tx_space = BufferSpace([(d.io_addr, self.regions[d.map]) for d in cfg.tx_data])
         self.spare: list[tuple] = []     # rx buffers taken from the free queue, not yet filled
-        self.counters = {"rx_frames": 0, "tx_frames": 0, "rx_bad_buffer": 0, "tx_bad_buffer": 0,
-                         "tx_bad_length": 0, "tx_dropped": 0}
         self.rx_waiting_for_buffers = False
         self.receive()
         self.transmit()
@@ -62,6 +60,7 @@ class TapDriver(Component):
                 self.counters["rx_frames"] += len(filled)
                 if signal_needed(active.flag):
                     self.notify(self.config.rx.channel)
+            self.counters["rx_spare"] = len(self.spare)
             if drained:
                 self.rx_waiting_for_buffers = False
                 self.irq_ack(self.config.irq)

@@ -6,8 +6,6 @@ Descriptors from either side are checked; bad ones are refused and counted.
 """
 from __future__ import annotations
 
-from collections import Counter
-
 from sddf.component import Component
 from sddf.config import NetCopierConfig
 from sddf.queue.net import BufferSpace, NetConsumer, NetProducer, net_queue_handle
@@ -33,7 +31,6 @@ class NetCopier(Component):
         self.client_active: NetProducer = c.active  # type: ignore[assignment]
         self.src = BufferSpace([(0, self.regions[cfg.virt_data.map])])
         self.dst = BufferSpace([(0, self.regions[cfg.client_data.map])])
-        self.counters: Counter[str] = Counter()
         self.spare: list[tuple] = []  # client buffers taken but not yet filled
         self.pump()
 

@@ -49,7 +49,6 @@ class NetVirtRx(Component):
         self.by_channel = {c.channel: c for c in self.clients}
         self.refs: Counter[int] = Counter()
         self.to_driver: list[tuple] = []
-        self.counters: Counter[str] = Counter()
         # a fresh system: hand the driver every buffer; after a restart they are already out
         self.adopting = self.driver_free.index != 0 or self.driver_active.index != 0
         if not self.adopting:
@@ -80,6 +79,7 @@ class NetVirtRx(Component):
             dst = bytes(slot[:6])
             if dst[0] & 1:  # broadcast or multicast: every client gets it
                 targets = self.clients
+                self.counters["broadcast"] += 1
             else:
                 target = self.by_mac.get(dst)
                 targets = [target] if target is not None else []
@@ -116,6 +116,7 @@ class NetVirtRx(Component):
 
     def _flush(self) -> None:
         """Publish what each client gets and what goes back to the driver; notify who asked."""
+        self.counters["held_by_clients"] = len(self.refs)
         for c in self.clients:
             if not c.outbox:
                 continue

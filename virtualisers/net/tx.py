@@ -8,8 +8,6 @@ protocol violation is refused and counted for that client only.
 """
 from __future__ import annotations
 
-from collections import Counter
-
 from sddf.component import Component
 from sddf.config import NetClientPort, NetVirtTxConfig
 from sddf.queue.net import NET_BUFFER_SIZE, NetConsumer, NetProducer, is_buffer_offset, net_queue_handle
@@ -45,7 +43,6 @@ class NetVirtTx(Component):
         self.by_channel = {c.channel: c for c in self.clients}
         self.adopting = self.driver_free.index != 0 or self.driver_active.index != 0
         self.turn = 0
-        self.counters: Counter[str] = Counter()
         self.notified(cfg.driver.channel)
         self._multiplex()
 

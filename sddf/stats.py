@@ -1,0 +1,54 @@
+"""A PD's counters, published in a small shared page the monitor reads (``sddf counters``).
+
+Layout: {u32 sequence, u32 length} then ``length`` bytes of msgpack. The writer makes the
+sequence odd, writes, makes it even (a seqlock); a reader retries until it sees the same
+even sequence before and after copying, so it never decodes a half-written snapshot.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from sddf import atomic
+
+STATS_SIZE = 4096
+HEADER = 8
+READ_ATTEMPTS = 100
+
+
+class StatsWriter:
+    def __init__(self, page: Any) -> None:
+        self._page = page
+        self._ptr = atomic.pointer(page)
+        self._seq = atomic.load_acquire_u32(self._ptr, 0) & ~1
+
+    def publish(self, counters: dict[str, int]) -> None:
+        data = msgpack.packb(dict(counters))
+        if len(data) > STATS_SIZE - HEADER:
+            data = msgpack.packb({"stats_overflow": len(counters)})
+        self._seq += 1
+        atomic.store_release_u32(self._ptr, 0, self._seq)
+        atomic.fence()
+        self._page[HEADER:HEADER + len(data)] = data
+        atomic.store_release_u32(self._ptr, 4, len(data))
+        self._seq += 1
+        atomic.store_release_u32(self._ptr, 0, self._seq)
+
+
+def read_stats(page: Any) -> dict[str, int]:
+    """The latest complete snapshot (empty if none was published or the writer never settles)."""
+    ptr = atomic.pointer(page)
+    for _ in range(READ_ATTEMPTS):
+        before = atomic.load_acquire_u32(ptr, 0)
+        if before & 1:
+            continue
+        length = min(atomic.load_acquire_u32(ptr, 4), STATS_SIZE - HEADER)
+        data = bytes(page[HEADER:HEADER + length])
+        atomic.fence()
+        if atomic.load_acquire_u32(ptr, 0) == before:
+            try:
+                return msgpack.unpackb(data) if length else {}
+            except (ValueError, msgpack.UnpackException):
+                return {"stats_garbled": 1}
+    return {}
