@@ -75,7 +75,7 @@ class NetVirtTx(Component):
             room = self.driver_active.free_slots()
             if room == 0:
                 break  # the driver returns buffers (and notifies) as it transmits
-            moved_any = waiting = False
+            moved_any = False
             order = self.clients[self.turn:] + self.clients[:self.turn]
             self.turn = (self.turn + 1) % max(1, len(self.clients))
             for c in order:
@@ -93,14 +93,19 @@ class NetVirtTx(Component):
                     self.driver_active.enqueue_many(out)
                     room -= len(out)
                 moved_any = True
-                waiting = waiting or not c.active.empty()
             if moved_any and signal_needed(self.driver_active.flag):
                 self.notify(self.config.driver.channel)
             if not moved_any:
-                if any(request_and_recheck(c.active.flag, lambda c=c: not c.active.empty())
-                       for c in self.clients):
+                if any(request_and_recheck(c.active.flag, lambda c=c: self._has_work(c)) for c in self.clients):
                     continue
                 break
+
+    def _has_work(self, c: _Client) -> bool:
+        try:
+            return not c.active.empty()
+        except QueueProtocolError as exc:
+            self._refuse(c, "protocol_errors", exc)
+            return False
 
     def _translate(self, c: _Client, descs: list[tuple]) -> list[tuple]:
         out = []
@@ -131,5 +136,7 @@ class NetVirtTx(Component):
                 self.notify(c.channel)
 
     def _refuse(self, c: _Client, what: str, exc: Exception) -> None:
-        self.counters[f"{c.name}.{what}"] += 1
-        print(f"{self.name}: refused client {c.name}: {exc}", flush=True)
+        key = f"{c.name}.{what}"
+        self.counters[key] += 1
+        if self.counters[key] == 1:  # say it once; the counter keeps the tally
+            print(f"{self.name}: refused client {c.name}: {exc}", flush=True)
