@@ -91,6 +91,9 @@ class Component:
                     self.__waiter.add_callback(grant.ppc_fd, lambda ch=ch, s=sock: self.__serve(ch, s))
         for ch, fd in pd.irqs.items():
             self.__waiter.add_irq(ch, fd)
+        if pd.child_faults_fd >= 0:
+            faults = socket.socket(fileno=pd.child_faults_fd)
+            self.__waiter.add_callback(pd.child_faults_fd, lambda: self.__child_fault(faults))
 
     # ---- entry points (override) --------------------------------------------------------
     def init(self) -> None:
@@ -105,6 +108,11 @@ class Component:
         """Answer a protected procedure call on channel ``ch``: return (label, message registers)."""
         raise NotImplementedError(f"PD {self.name!r} got a PPC on channel {ch} "
                                   f"but {type(self).__name__} does not accept calls")
+
+    def fault(self, child: int, reason: str) -> bool:
+        """Child ``child`` (its id from ``add_child_pd``) faulted: return True to restart it,
+        False to leave it stopped (the rest of the system runs on)."""
+        return False
 
     # ---- services -----------------------------------------------------------------------
     def notify(self, ch: int) -> None:
@@ -171,6 +179,11 @@ class Component:
             return
         out_label, out_mrs = self.protected(ch, label, mrs)
         sock.sendall(msgpack.packb([out_label, list(out_mrs)]))
+        self.__flush()
+
+    def __child_fault(self, sock: socket.socket) -> None:
+        child, reason = msgpack.unpackb(sock.recv(PPC_MESSAGE_MAX))
+        sock.sendall(msgpack.packb(bool(self.fault(child, reason))))
         self.__flush()
 
     def __flush(self) -> None:

@@ -55,6 +55,7 @@ class PdConfig:
     cpu: int | None
     fault_fd: int
     stats_fd: int = -1
+    child_faults_fd: int = -1  # a parent PD learns of its children's faults here
     regions: dict[str, RegionGrant] = field(default_factory=dict)
     channels: dict[int, ChannelGrant] = field(default_factory=dict)
     irqs: dict[int, int] = field(default_factory=dict)  # channel id -> device fd
@@ -62,12 +63,12 @@ class PdConfig:
 
     def fds(self) -> list[int]:
         """Every fd this PD must inherit."""
-        out = [self.fault_fd, self.stats_fd] + [r.fd for r in self.regions.values()] + list(self.irqs.values())
+        out = [self.fault_fd, self.stats_fd, self.child_faults_fd] + [r.fd for r in self.regions.values()] + list(self.irqs.values())
         for c in self.channels.values():
             out += [c.recv_eventfd, c.send_eventfd, c.words_fd]
             if c.ppc_fd is not None:
                 out.append(c.ppc_fd)
-        return sorted(set(out))
+        return sorted(set(out) - {-1})
 
     def pack(self) -> bytes:
         return msgpack.packb(dataclasses.asdict(self))

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import msgpack
+
 from sddf.config import ChannelGrant, PdConfig, RegionGrant
 from sddf.devices import open_device
 from sddf.runtime import FAULT_EXIT
@@ -30,6 +32,7 @@ from sddf.stats import STATS_SIZE, read_stats
 from sddf.system import ProtectionDomain, SystemDescription, load_program
 
 STOP_GRACE_S = 1.0
+PARENT_ANSWER_S = 2.0
 RESTART_BACKOFF_S = 0.1
 
 
@@ -107,6 +110,13 @@ class Monitor:
                 end_b.send_offset, ch.pd_a.name, ppc_b, ch.pp_b, ch.pp_a)
         for irq in self.sdf.irqs:
             configs[irq.pd.name].irqs[irq.id] = self._own(open_device(irq.source))
+        self._fault_sockets: dict[str, socket.socket] = {}
+        for pd in self.sdf.pds:
+            if pd.children:
+                mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                self._sockets += [mine, theirs]
+                self._fault_sockets[pd.name] = mine
+                configs[pd.name].child_faults_fd = theirs.fileno()
         for pd in self.sdf.pds:
             stats = Region.create(f"stats:{pd.name}", STATS_SIZE)
             configs[pd.name].stats_fd = stats.fd
@@ -166,6 +176,9 @@ class Monitor:
         st.last_fault = reason
         st.state = "faulted"
         self.log(f"PD {st.pd.name} faulted: {reason}" + (f"\n{report}" if report else ""))
+        if st.pd.parent is not None:
+            self._ask_parent(st, reason)
+            return
         if st.pd.fault_policy == "restart" and st.restarts < st.pd.max_restarts:
             st.restarts += 1
             delay = RESTART_BACKOFF_S * 2 ** (st.restarts - 1)
@@ -177,6 +190,28 @@ class Monitor:
                 self.log(f"PD {st.pd.name}: gave up after {st.restarts} restarts; stopping the system")
             self.exit_code = 1
             self.stop()
+
+    def _ask_parent(self, st: PdState, reason: str) -> None:
+        """Microkit's fault handler: the parent's ``fault()`` decides whether the child restarts."""
+        parent = st.pd.parent
+        assert parent is not None
+        child_id = next(cid for cid, child in parent.children.items() if child is st.pd)
+        sock = self._fault_sockets[parent.name]
+        restart = False
+        if self.pds[parent.name].state == "running":
+            try:
+                sock.settimeout(PARENT_ANSWER_S)
+                sock.sendall(msgpack.packb([child_id, reason]))
+                restart = bool(msgpack.unpackb(sock.recv(64)))
+            except (OSError, ValueError) as exc:
+                self.log(f"PD {parent.name} did not answer for its child {st.pd.name}: {exc}")
+        if restart and st.restarts < st.pd.max_restarts:
+            st.restarts += 1
+            st.restart_at = time.monotonic()
+            st.state = "restarting"
+            self.log(f"PD {st.pd.name}: restarted by its parent {parent.name} ({st.restarts}/{st.pd.max_restarts})")
+        else:
+            self.log(f"PD {st.pd.name}: left stopped by its parent {parent.name}")
 
     def _terminate(self, st: PdState) -> None:
         """Stop one PD's process (SIGTERM, then SIGKILL after a grace period) and reap it."""

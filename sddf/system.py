@@ -64,10 +64,27 @@ class ProtectionDomain:
     max_restarts: int = 3
     config: dict[str, Any] = field(default_factory=dict)
     maps: list[Map] = field(default_factory=list)
+    children: dict[int, "ProtectionDomain"] = field(default_factory=dict)
+    parent: "ProtectionDomain | None" = field(default=None, repr=False)
 
     def add_map(self, m: Map) -> Map:
         self.maps.append(m)
         return m
+
+    def add_child_pd(self, child: "ProtectionDomain", child_id: int | None = None) -> int:
+        """Make ``child`` this PD's child: its faults go to this PD's ``fault()`` (Microkit's
+        fault handler), which decides whether it restarts. Returns the child's id."""
+        if child.parent is not None:
+            raise InvalidSystem([f"PD {child.name!r} already has parent {child.parent.name!r}; "
+                                 f"it cannot also be a child of {self.name!r}"])
+        if child_id is None:
+            child_id = next(i for i in range(MAX_CHANNEL_ID + 2) if i not in self.children)
+        if child_id in self.children:
+            raise InvalidSystem([f"PD {self.name!r}: child id {child_id} is already "
+                                 f"{self.children[child_id].name!r}"])
+        self.children[child_id] = child
+        child.parent = self
+        return child_id
 
 
 @dataclass(eq=False)
@@ -198,6 +215,11 @@ class SystemDescription:
                         f"(priority {caller.priority}) into {callee.name!r} (priority "
                         f"{callee.priority}) needs a callee of strictly higher priority")
         for pd in self.pds:
+            for cid, child in pd.children.items():
+                if id(child) not in known:
+                    problems.append(f"PD {pd.name!r}: child {child.name!r} was not added to the system")
+                if not 0 <= cid <= MAX_CHANNEL_ID:
+                    problems.append(f"PD {pd.name!r}: child id {cid} is outside 0..{MAX_CHANNEL_ID}")
             ids = self.channel_ids(pd)
             for i in ids:
                 if not 0 <= i <= MAX_CHANNEL_ID:
@@ -224,22 +246,8 @@ class SystemDescription:
                 attrs["phys_addr"] = hex(mr.io_addr)
             ET.SubElement(root, "memory_region", attrs)
         for pd in self.pds:
-            attrs = {"name": pd.name, "priority": str(pd.priority)}
-            for key in ("budget", "period", "cpu"):
-                if getattr(pd, key) is not None:
-                    attrs[key] = str(getattr(pd, key))
-            if pd.passive:
-                attrs["passive"] = "true"
-            el = ET.SubElement(root, "protection_domain", attrs)
-            ET.SubElement(el, "program_image", {"path": _image_name(pd.program)})
-            vaddr = 0x2000000
-            for m in pd.maps:
-                ET.SubElement(el, "map", {"mr": m.region.name, "vaddr": hex(vaddr), "perms": m.perms,
-                                          "cached": "true", "setvar_vaddr": m.local_name})
-                vaddr += -(-m.region.size // 0x200000) * 0x200000
-            for irq in self.irqs:
-                if irq.pd is pd:
-                    ET.SubElement(el, "irq", {"irq": irq.source, "id": str(irq.id)})
+            if pd.parent is None:
+                self._render_pd(root, pd, None)
         for ch in self.channels:
             el = ET.SubElement(root, "channel")
             for pd, cid, pp in ((ch.pd_a, ch.id_a, ch.pp_a), (ch.pd_b, ch.id_b, ch.pp_b)):
@@ -249,6 +257,28 @@ class SystemDescription:
                 ET.SubElement(el, "end", attrs)
         ET.indent(root)
         return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+    def _render_pd(self, parent: ET.Element, pd: ProtectionDomain, child_id: int | None) -> None:
+        attrs = {"name": pd.name, "priority": str(pd.priority)}
+        if child_id is not None:
+            attrs["id"] = str(child_id)
+        for key in ("budget", "period", "cpu"):
+            if getattr(pd, key) is not None:
+                attrs[key] = str(getattr(pd, key))
+        if pd.passive:
+            attrs["passive"] = "true"
+        el = ET.SubElement(parent, "protection_domain", attrs)
+        ET.SubElement(el, "program_image", {"path": _image_name(pd.program)})
+        vaddr = 0x2000000
+        for m in pd.maps:
+            ET.SubElement(el, "map", {"mr": m.region.name, "vaddr": hex(vaddr), "perms": m.perms,
+                                      "cached": "true", "setvar_vaddr": m.local_name})
+            vaddr += -(-m.region.size // 0x200000) * 0x200000
+        for irq in self.irqs:
+            if irq.pd is pd:
+                ET.SubElement(el, "irq", {"irq": irq.source, "id": str(irq.id)})
+        for cid, child in pd.children.items():
+            self._render_pd(el, child, cid)
 
 
 def load_program(program: str) -> type:
