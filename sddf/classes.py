@@ -15,10 +15,13 @@ IO_ALIGN = 0x200000
 class Timer:
     """A timer driver on a host timerfd and its clients (each calls it by PPC)."""
 
-    def __init__(self, sdf: SystemDescription, driver: ProtectionDomain, source: str = "timerfd") -> None:
+    def __init__(self, sdf: SystemDescription, driver: ProtectionDomain, source: str = "timerfd",
+                 irq_number: int = 30) -> None:
+        """``irq_number`` is for the Microkit export: 30 is the ARM generic timer's."""
         self.sdf = sdf
         self.driver = driver
         self.source = source
+        self.irq_number = irq_number
         self.clients: list[tuple[ProtectionDomain, dict]] = []
 
     def add_client(self, client: ProtectionDomain, **options: object) -> None:
@@ -27,7 +30,7 @@ class Timer:
         self.clients.append((client, options))
 
     def connect(self) -> None:
-        irq = self.sdf.add_irq(Irq(self.driver, self.source))
+        irq = self.sdf.add_irq(Irq(self.driver, self.source, number=self.irq_number))
         channels = []
         for client, options in self.clients:
             ch = self.sdf.add_channel(Channel(client, self.driver, pp_a=True))
@@ -49,8 +52,10 @@ class Net:
 
     def __init__(self, sdf: SystemDescription, driver: ProtectionDomain, virt_tx: ProtectionDomain,
                  virt_rx: ProtectionDomain, tap: str = "sddf0", host_addr: str = "10.0.0.1/24",
-                 mtu: int = 1500, capacity: int = 512) -> None:
+                 mtu: int = 1500, capacity: int = 512, irq_number: int | None = None) -> None:
+        """``irq_number``: the NIC's interrupt on the target board, for the Microkit export only."""
         self.sdf, self.driver, self.virt_tx, self.virt_rx = sdf, driver, virt_tx, virt_rx
+        self.irq_number = irq_number
         self.tap, self.host_addr, self.mtu, self.capacity = tap, host_addr, mtu, capacity
         self.clients: list[tuple[ProtectionDomain, ProtectionDomain | None, bytes, str]] = []
 
@@ -116,7 +121,8 @@ class Net:
             client.config.update(asdict(NetClientConfig(
                 client_rx, client_tx, client_rx_data, DataRegion(tx_data.name, tx_data.io_addr, tx_data.size),
                 mac, ip, owns_rx_buffers=copier is not None)))
-        irq = self.sdf.add_irq(Irq(self.driver, f"tap:{self.tap},mtu={self.mtu},addr={self.host_addr}"))
+        irq = self.sdf.add_irq(Irq(self.driver, f"tap:{self.tap},mtu={self.mtu},addr={self.host_addr}",
+                                   number=self.irq_number))
         self.driver.config.update(asdict(NetDriverConfig(
             irq.id, drv_rx, drv_tx, DataRegion(rx_data.name, rx_data.io_addr, rx_data.size), tx_datas)))
         self.virt_rx.config.update(asdict(NetVirtRxConfig(

@@ -54,6 +54,8 @@ def main(argv: list[str]) -> None:
     try:
         component = load_program(pd.program)(pd)
         component.run()
+    except SystemExit as done:  # stopped between handlers (SIGTERM)
+        os._exit(done.code if isinstance(done.code, int) else 0)
     except BaseException as exc:  # noqa: BLE001 - every escape is a fault to report
         fault.write(f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
         fault.flush()

@@ -111,11 +111,15 @@ class Channel:
 
 @dataclass(eq=False)
 class Irq:
-    """A host device fd (``source``: "timerfd", "tap:NAME", …) delivered to ``pd`` as channel ``id``."""
+    """A host device fd (``source``: "timerfd", "tap:NAME", …) delivered to ``pd`` as channel ``id``.
+
+    ``number`` is the hardware interrupt number the same driver would use on a board; only the
+    Microkit XML export needs it (the host has no interrupt numbers)."""
 
     pd: ProtectionDomain
     source: str
     id: int | None = None
+    number: int | None = None
 
 
 @dataclass(frozen=True)
@@ -229,6 +233,9 @@ class SystemDescription:
             if mr.size <= 0 or mr.size % PAGE_SIZE:
                 problems.append(f"memory region {mr.name!r}: size {mr.size:#x} is not a positive "
                                 f"multiple of the page size {PAGE_SIZE:#x}")
+            if mr.io_addr is not None and mr.io_addr % PAGE_SIZE:
+                problems.append(f"memory region {mr.name!r}: io address {mr.io_addr:#x} is not "
+                                f"aligned to the page size {PAGE_SIZE:#x}")
         problems += _io_overlaps(self.regions)
         for q in self.queues:
             if q.region not in {mr.name for mr in self.regions}:
@@ -276,7 +283,11 @@ class SystemDescription:
             vaddr += -(-m.region.size // 0x200000) * 0x200000
         for irq in self.irqs:
             if irq.pd is pd:
-                ET.SubElement(el, "irq", {"irq": irq.source, "id": str(irq.id)})
+                if irq.number is None:
+                    raise InvalidSystem([f"irq {irq.source!r} of PD {pd.name!r} has no hardware interrupt "
+                                         "number: give Irq(number=…) to export it to Microkit"])
+                el.append(ET.Comment(f" on the host: {irq.source} "))
+                ET.SubElement(el, "irq", {"irq": str(irq.number), "id": str(irq.id)})
         for cid, child in pd.children.items():
             self._render_pd(el, child, cid)
 
@@ -335,4 +346,4 @@ def _io_overlaps(regions: list[MemoryRegion]) -> list[str]:
     spans = sorted((mr.io_addr, mr.io_addr + mr.size, mr.name) for mr in regions if mr.io_addr is not None)
     return [f"memory regions {a!r} and {b!r}: io addresses overlap "
             f"([{s1:#x}, {e1:#x}) and [{s2:#x}, {e2:#x}))"
-            for (s1, e1, a), (s2, e2, b) in zip(spans, spans[1:]) if s2 < e1]
+            for i, (s1, e1, a) in enumerate(spans) for (s2, e2, b) in spans[i + 1:] if s2 < e1]

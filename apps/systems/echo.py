@@ -7,6 +7,8 @@ shared rx region read-only, client1 at 10.0.0.3 sits behind a copier. The TAP's 
 from sddf.classes import Sddf
 from sddf.system import ProtectionDomain, SystemDescription
 
+# the NIC interrupt for the Microkit export: an example board number (set your board's)
+NIC_IRQ_NUMBER = 79
 CLIENTS = (("client0", bytes.fromhex("020000000002"), "10.0.0.2", False),
            ("client1", bytes.fromhex("020000000003"), "10.0.0.3", True))
 
@@ -17,7 +19,7 @@ def system(tap: str = "sddf0") -> SystemDescription:
     driver = sdf.add_pd(ProtectionDomain("eth_driver", "sddf.drivers.net.tap:TapDriver", priority=110))
     virt_rx = sdf.add_pd(ProtectionDomain("net_virt_rx", "sddf.virtualisers.net.rx:NetVirtRx", priority=108))
     virt_tx = sdf.add_pd(ProtectionDomain("net_virt_tx", "sddf.virtualisers.net.tx:NetVirtTx", priority=109))
-    net = Sddf.Net(sdf, driver, virt_tx, virt_rx, tap=tap)
+    net = Sddf.Net(sdf, driver, virt_tx, virt_rx, tap=tap, irq_number=NIC_IRQ_NUMBER)
     timer = Sddf.Timer(sdf, timer_driver)
     for name, mac, ip, copied in CLIENTS:
         client = sdf.add_pd(ProtectionDomain(name, "sddf.apps.echo_server:EchoServer", priority=100))

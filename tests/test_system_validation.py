@@ -1,0 +1,202 @@
+"""SystemDescription.check(): one test per rule, each problem naming its culprit, all reported at once."""
+from __future__ import annotations
+
+import pytest
+
+from components import importable
+from sddf.shm import PAGE_SIZE
+from sddf.system import Channel, InvalidSystem, Irq, Map, MemoryRegion, ProtectionDomain, SystemDescription
+
+pytestmark = pytest.mark.timeout(10)
+
+THING = "components.basic:Thing"
+MIB = 0x100000
+
+
+@pytest.fixture(autouse=True)
+def _components(monkeypatch: pytest.MonkeyPatch) -> None:
+    importable(monkeypatch)
+
+
+def pd(name: str, priority: int = 100, program: str = THING) -> ProtectionDomain:
+    return ProtectionDomain(name, program, priority=priority)
+
+
+def system(*pds: ProtectionDomain) -> SystemDescription:
+    sdf = SystemDescription("test")
+    for p in pds:
+        sdf.add_pd(p)
+    return sdf
+
+
+def problems(sdf: SystemDescription) -> list[str]:
+    """The problems check() reports (it must report some, each also in the exception's message)."""
+    with pytest.raises(InvalidSystem) as info:
+        sdf.check()
+    assert info.value.problems
+    assert all(p in str(info.value) for p in info.value.problems)
+    return info.value.problems
+
+
+def only_problem(sdf: SystemDescription, *culprits: str) -> None:
+    """check() reports exactly one problem, and it names every culprit."""
+    found = problems(sdf)
+    assert len(found) == 1, found
+    for culprit in culprits:
+        assert culprit in found[0], (culprit, found[0])
+
+
+def test_duplicate_pd_names() -> None:
+    only_problem(system(pd("twin"), pd("twin"), pd("other")), "protection domain", "'twin'")
+
+
+def test_duplicate_region_names() -> None:
+    sdf = system(pd("user"))
+    sdf.add_mr(MemoryRegion("buffers", PAGE_SIZE))
+    sdf.add_mr(MemoryRegion("buffers", 2 * PAGE_SIZE))
+    only_problem(sdf, "memory region", "'buffers'")
+
+
+@pytest.mark.parametrize("bad_id", [-1, 63, 100])
+def test_channel_id_outside_0_62(bad_id: int) -> None:
+    alpha, beta = pd("alpha"), pd("beta")
+    sdf = system(alpha, beta)
+    sdf.add_channel(Channel(alpha, beta, id_b=bad_id))
+    only_problem(sdf, "'beta'", f"channel id {bad_id}", "0..62")
+
+
+@pytest.mark.parametrize("second", ["channel", "irq"])
+def test_channel_id_reused_in_a_pd(second: str) -> None:
+    hub, a, b = pd("hub"), pd("a"), pd("b")
+    sdf = system(hub, a, b)
+    sdf.add_channel(Channel(hub, a, id_a=5))
+    if second == "channel":
+        sdf.add_channel(Channel(b, hub, id_b=5))
+    else:
+        sdf.add_irq(Irq(hub, "timerfd", id=5))
+    only_problem(sdf, "'hub'", "duplicate channel id 5")
+
+
+@pytest.mark.parametrize("callee_priority", [99, 100], ids=["lower", "equal"])
+@pytest.mark.parametrize("caller_end", ["pd_a", "pd_b"])
+def test_ppc_needs_a_strictly_higher_priority_callee(callee_priority: int, caller_end: str) -> None:
+    caller, callee = pd("caller", 100), pd("callee", callee_priority)
+    sdf = system(caller, callee)
+    if caller_end == "pd_a":
+        sdf.add_channel(Channel(caller, callee, pp_a=True))
+    else:
+        sdf.add_channel(Channel(callee, caller, pp_b=True))
+    only_problem(sdf, "PPC from 'caller'", "into 'callee'", f"priority {callee_priority}")
+
+
+@pytest.mark.parametrize("size", [PAGE_SIZE + 1, PAGE_SIZE // 2, 0, -PAGE_SIZE])
+def test_region_size_must_be_whole_pages(size: int) -> None:
+    sdf = system(pd("user"))
+    sdf.add_mr(MemoryRegion("odd", size))
+    only_problem(sdf, "memory region 'odd'", "page size")
+
+
+def test_map_of_a_region_never_added() -> None:
+    user = pd("user")
+    user.add_map(Map(MemoryRegion("ghost", PAGE_SIZE)))
+    only_problem(system(user), "'user'", "unknown memory region 'ghost'")
+
+
+@pytest.mark.parametrize("perms", ["w", "rwx", "x"])
+def test_map_perms_are_r_or_rw(perms: str) -> None:
+    user = pd("user")
+    sdf = system(user)
+    user.add_map(Map(sdf.add_mr(MemoryRegion("buf", PAGE_SIZE)), perms, "mine"))  # type: ignore[arg-type]
+    only_problem(sdf, "'user'", "'mine'", repr(perms))
+
+
+@pytest.mark.parametrize(("program", "culprit"), [
+    ("components.missing:Thing", "components.missing"),
+    ("components.basic:Missing", "components.basic:Missing"),
+    ("no_separator", "no_separator"),
+])
+def test_program_that_cannot_be_imported(program: str, culprit: str) -> None:
+    only_problem(system(pd("broken", program=program)), "'broken'", "cannot load program", culprit)
+
+
+@pytest.mark.parametrize("program", ["components.basic:NotAComponent", "components.basic:not_a_class"])
+def test_program_that_is_not_a_component(program: str) -> None:
+    only_problem(system(pd("impostor", program=program)), "'impostor'", program, "not a Component subclass")
+
+
+def test_io_addresses_that_overlap() -> None:
+    sdf = system(pd("driver"))
+    sdf.add_mr(MemoryRegion("rx", 2 * PAGE_SIZE, io_addr=0x4000_0000))
+    sdf.add_mr(MemoryRegion("tx", 2 * PAGE_SIZE, io_addr=0x4000_0000 + PAGE_SIZE))
+    only_problem(sdf, "'rx'", "'tx'", "io addresses overlap")
+
+
+def test_io_overlap_with_a_region_further_below() -> None:
+    sdf = system(pd("driver"))
+    sdf.add_mr(MemoryRegion("outer", 4 * MIB, io_addr=0x4000_0000))
+    sdf.add_mr(MemoryRegion("inner1", PAGE_SIZE, io_addr=0x4000_0000 + MIB))
+    sdf.add_mr(MemoryRegion("inner2", PAGE_SIZE, io_addr=0x4000_0000 + 2 * MIB))
+    found = problems(sdf)
+    assert any("'outer'" in p and "'inner1'" in p for p in found), found
+    assert any("'outer'" in p and "'inner2'" in p for p in found), found
+
+
+def test_io_address_must_be_page_aligned() -> None:
+    sdf = system(pd("driver"))
+    sdf.add_mr(MemoryRegion("dma", PAGE_SIZE, io_addr=0x4000_0000 + 8))
+    only_problem(sdf, "'dma'")
+
+
+@pytest.mark.parametrize("priority", [-1, 255])
+def test_priority_outside_0_254(priority: int) -> None:
+    only_problem(system(pd("greedy", priority)), "'greedy'", f"priority {priority}", "0..254")
+
+
+def valid_system() -> SystemDescription:
+    """Every kind of element, each used the way the rules allow."""
+    driver, client, other = pd("driver", 200), pd("client", 100), pd("other", 0)
+    sdf = system(driver, client, other)
+    rx = sdf.add_mr(MemoryRegion("rx", 2 * PAGE_SIZE, io_addr=0x4000_0000))
+    tx = sdf.add_mr(MemoryRegion("tx", PAGE_SIZE, io_addr=0x4000_0000 + 2 * PAGE_SIZE))  # adjacent, no overlap
+    plain = sdf.add_mr(MemoryRegion("plain", MIB))
+    driver.add_map(Map(rx, "rw"))
+    driver.add_map(Map(tx, "r"))
+    client.add_map(Map(rx, "r", "incoming"))
+    client.add_map(Map(tx, "rw", "outgoing"))
+    other.add_map(Map(plain))
+    sdf.add_channel(Channel(client, driver, pp_a=True))
+    sdf.add_channel(Channel(driver, other, id_a=62, id_b=0))
+    sdf.add_channel(Channel(client, other, pp_b=True))
+    sdf.add_irq(Irq(driver, "timerfd"))
+    return sdf
+
+
+def test_a_valid_system_passes() -> None:
+    assert valid_system().check() is None
+
+
+def test_auto_assigned_ids_are_the_lowest_free() -> None:
+    hub, a, b, c = pd("hub"), pd("a"), pd("b"), pd("c")
+    sdf = system(hub, a, b, c)
+    sdf.add_channel(Channel(hub, a, id_a=0))
+    sdf.add_channel(Channel(hub, b, id_a=2, id_b=1))
+    first = sdf.add_channel(Channel(hub, b))
+    irq = sdf.add_irq(Irq(hub, "timerfd"))
+    last = sdf.add_channel(Channel(c, hub))
+    assert (first.pd_a_id, first.pd_b_id) == (1, 0)
+    assert irq.id == 3
+    assert (last.pd_a_id, last.pd_b_id) == (0, 4)
+    sdf.check()
+
+
+def test_several_problems_are_all_reported_at_once() -> None:
+    low, high, twin = pd("low", 10), pd("high", 300), pd("twin")
+    sdf = system(low, high, twin, pd("twin"), pd("lost", program="components.missing:Thing"))
+    sdf.add_mr(MemoryRegion("odd", 100))
+    sdf.add_channel(Channel(high, low, pp_a=True))
+    expected = [("'twin'",), ("'high'", "priority 300"), ("'lost'", "cannot load"), ("'odd'", "page size"),
+                ("PPC from 'high'", "into 'low'")]
+    found = problems(sdf)
+    assert len(found) == len(expected), found
+    for culprits in expected:
+        assert any(all(c in p for c in culprits) for p in found), (culprits, found)

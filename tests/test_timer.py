@@ -1,0 +1,163 @@
+"""The timerfd timer driver: its logic in-process (no monitor), and the bundled timer system run whole."""
+from __future__ import annotations
+
+import os
+import random
+import re
+import select
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from helpers.sddf_cli import sddf
+from sddf.apps.systems import timer as timer_system
+from sddf.config import PdConfig
+from sddf.devices import open_device
+from sddf.drivers.timer import timerfd
+from sddf.timer import GET_TIME, REPLY_ERROR, REPLY_OK, SET_TIMEOUT
+
+IRQ = 0
+CLIENTS = [1, 2, 3, 4]
+STRANGER = 9  # a channel that is not a client's
+FIRE_TIMEOUT_S = 10  # a generous bound on waiting for a due timeout's irq (never a timing assertion)
+MS = 1_000_000
+
+
+class RecordingClock:
+    """Stands in for the driver's ``time`` module: the real monotonic clock, remembering its last reading."""
+
+    def __init__(self) -> None:
+        self.last = 0
+
+    def monotonic_ns(self) -> int:
+        self.last = time.monotonic_ns()
+        return self.last
+
+
+@dataclass
+class Harness:
+    """A TimerDriver on a real timerfd, its notifies and irq acks recorded instead of sent."""
+
+    driver: timerfd.TimerDriver
+    fd: int
+    clock: RecordingClock
+    notifies: list[tuple[int, int]] = field(default_factory=list)  # (client channel, monotonic ns)
+    acks: list[int] = field(default_factory=list)
+    irqs: int = 0
+
+    def set_timeout(self, ch: int, ns: int) -> int:
+        """SET_TIMEOUT for client ``ch``; returns the exact deadline the driver computed."""
+        assert self.driver.protected(ch, SET_TIMEOUT, [ns]) == (REPLY_OK, [])
+        return self.clock.last + ns
+
+    def fire_once(self) -> None:
+        """Block until the timerfd fires, then deliver the irq as the event loop would."""
+        ready, _, _ = select.select([self.fd], [], [], FIRE_TIMEOUT_S)
+        assert ready, f"the timerfd did not fire; {len(self.notifies)} notifies so far"
+        self.deliver_irq()
+
+    def deliver_irq(self) -> None:
+        self.irqs += 1
+        self.driver.notified(IRQ)
+
+    def run_until(self, count: int) -> None:
+        while len(self.notifies) < count:
+            self.fire_once()
+
+
+@pytest.fixture
+def harness(monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
+    fd = open_device("timerfd")
+    try:
+        pd = PdConfig("timer_driver", "sddf.drivers.timer.timerfd:TimerDriver", 150, None, -1,
+                      irqs={IRQ: fd}, app={"irq": IRQ, "clients": CLIENTS})
+        clock = RecordingClock()
+        monkeypatch.setattr(timerfd, "time", clock)
+        h = Harness(timerfd.TimerDriver(pd), fd, clock)
+        ack = h.driver.irq_ack
+
+        def recording_ack(ch: int) -> None:
+            h.acks.append(ch)
+            ack(ch)
+
+        monkeypatch.setattr(h.driver, "notify", lambda ch: h.notifies.append((ch, time.monotonic_ns())))
+        monkeypatch.setattr(h.driver, "irq_ack", recording_ack)
+        h.driver.init()
+        yield h
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.timeout(20)
+def test_many_timeouts_notified_in_deadline_order_none_early_none_lost(harness: Harness) -> None:
+    rng = random.Random(4)
+    requests = []  # (deadline, order of request, client)
+    for i in range(120):
+        client = rng.choice(CLIENTS)
+        timeout = 0 if rng.random() < 0.1 else rng.randrange(200 * MS)
+        requests.append((harness.set_timeout(client, timeout), i, client))
+    requests.sort()
+    times = []
+    while len(harness.notifies) < len(requests):
+        harness.fire_once()
+        before = time.monotonic_ns()
+        label, mrs = harness.driver.protected(rng.choice(CLIENTS), GET_TIME, [])
+        assert label == REPLY_OK and before <= mrs[0] <= time.monotonic_ns()
+        times.append(mrs[0])
+    assert [ch for ch, _ in harness.notifies] == [client for _, _, client in requests]
+    early = [(deadline, at) for (deadline, _, _), (_, at) in zip(requests, harness.notifies) if at < deadline]
+    assert not early, f"{len(early)} timeouts notified before their deadline: {early[:5]}"
+    assert times == sorted(times), "GET_TIME went backwards"
+    assert harness.acks == [IRQ] * harness.irqs, "every irq must be acked"
+
+
+@pytest.mark.timeout(10)
+def test_an_irq_with_nothing_due_notifies_nobody(harness: Harness) -> None:
+    harness.set_timeout(CLIENTS[0], 3600 * 10**9)
+    harness.deliver_irq()
+    assert harness.notifies == []
+    assert harness.acks == [IRQ]
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(("ch", "label", "mrs"), [
+    (CLIENTS[0], 99, [MS]),
+    (CLIENTS[0], SET_TIMEOUT, [-1]),
+    (CLIENTS[0], SET_TIMEOUT, []),
+    (CLIENTS[0], SET_TIMEOUT, [MS, MS]),
+    (CLIENTS[0], SET_TIMEOUT, [timerfd.MAX_TIMEOUT_NS + 1]),
+    (STRANGER, SET_TIMEOUT, [MS]),
+    (STRANGER, GET_TIME, []),
+], ids=["unknown label", "negative", "missing mr0", "two mrs", "too long", "stranger sets", "stranger asks"])
+def test_bad_requests_are_refused_and_schedule_nothing(harness: Harness, ch: int, label: int,
+                                                       mrs: list[int]) -> None:
+    assert harness.driver.protected(ch, label, mrs) == (REPLY_ERROR, [])
+    harness.set_timeout(CLIENTS[1], 2 * MS)  # the only timeout: a refused request must add none
+    harness.run_until(1)
+    harness.deliver_irq()  # anything a refused request scheduled would be due by now
+    assert [c for c, _ in harness.notifies] == [CLIENTS[1]]
+
+
+ROUND = re.compile(r"^(client\d+): round (\d+) complete: (\d+) timeouts, none early", re.MULTILINE)
+
+
+@pytest.mark.timeout(40)
+def test_timer_system_runs_rounds_without_faults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SDDF_RUN_DIR", str(tmp_path))
+    run = sddf("run", "timer", "--duration", "3")
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output
+    assert "faulted" not in output
+    rounds: dict[str, list[int]] = defaultdict(list)
+    timeouts = {pd.name: len(pd.config["timeouts_ns"]) for pd in timer_system.system().pds
+                if "timeouts_ns" in pd.config}
+    for client, number, count in ROUND.findall(output):
+        rounds[client].append(int(number))
+        assert int(count) == timeouts[client]
+    assert set(rounds) == set(timeouts), output
+    for client, numbers in rounds.items():
+        assert numbers == list(range(1, len(numbers) + 1)), f"{client} skipped or repeated a round: {numbers}"
