@@ -9,7 +9,7 @@ from collections import deque
 
 from sddf.component import Component
 from sddf.config import NetClientConfig
-from sddf.queue.net import BufferSpace, NetConsumer, NetProducer, net_queue_handle
+from sddf.queue.net import BufferSpace, consuming_side, producing_side
 from sddf.signal import drain, request_and_recheck, signal_needed
 
 BATCH = 64
@@ -21,14 +21,8 @@ class NetClient(Component):
 
     def init(self) -> None:
         cfg = self.config
-        rx = net_queue_handle(f"{self.name}.rx", self.regions[cfg.rx.free], self.regions[cfg.rx.active],
-                              cfg.rx.capacity, produces_active=False)
-        tx = net_queue_handle(f"{self.name}.tx", self.regions[cfg.tx.free], self.regions[cfg.tx.active],
-                              cfg.tx.capacity, produces_active=True)
-        self.rx_free: NetProducer = rx.free  # type: ignore[assignment]
-        self.rx_active: NetConsumer = rx.active  # type: ignore[assignment]
-        self.tx_free: NetConsumer = tx.free  # type: ignore[assignment]
-        self.tx_active: NetProducer = tx.active  # type: ignore[assignment]
+        self.rx_free, self.rx_active = consuming_side(f"{self.name}.rx", *cfg.rx.views(self.regions))
+        self.tx_free, self.tx_active = producing_side(f"{self.name}.tx", *cfg.tx.views(self.regions))
         self.rx_space = BufferSpace([(0, self.regions[cfg.rx_data.map])])
         self.tx_space = BufferSpace([(0, self.regions[cfg.tx_data.map])])
         self.backlog: deque[bytes] = deque()

@@ -11,7 +11,7 @@ import time
 
 from sddf.component import Component
 from sddf.config import PingPongConfig
-from sddf.queue.net import NET_BUFFER_SIZE, buffer_validator, net_queue_handle
+from sddf.queue.net import NET_BUFFER_SIZE, buffer_validator, consuming_side, producing_side
 from sddf.signal import drain, signal_needed
 
 COUNTER = struct.Struct("<Q")
@@ -23,14 +23,12 @@ class _End(Component):
     produces_active = False
 
     def init(self) -> None:
-        cap = self.config.capacity
         self.data = self.regions["data"]
-        self.queues = net_queue_handle(
-            self.name, self.regions["free"], self.regions["active"], cap,
-            produces_active=self.produces_active, validate=buffer_validator(0, len(self.data)))
-        self.incoming = self.queues.free if self.produces_active else self.queues.active
-        self.outgoing = self.queues.active if self.produces_active else self.queues.free
-        self.fresh = self.queues.free.index == 0 and self.queues.active.index == 0
+        attach = producing_side if self.produces_active else consuming_side
+        free, active = attach(self.name, self.regions["free"], self.regions["active"], self.config.capacity,
+                              buffer_validator(0, len(self.data)))
+        self.incoming, self.outgoing = (free, active) if self.produces_active else (active, free)
+        self.fresh = free.index == 0 and active.index == 0
         if not self.fresh:  # restarted: the peer may be waiting for what we had not handled
             self.notified(self.config.peer)
 

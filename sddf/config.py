@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Mapping, TypeVar
 
 import msgpack
 
@@ -141,6 +141,10 @@ class QueuePair:
     active: str
     capacity: int
     channel: int
+
+    def views(self, regions: Mapping[str, memoryview]) -> tuple[memoryview, memoryview, int]:
+        """(free queue, active queue, capacity) from a component's mapped regions."""
+        return regions[self.free], regions[self.active], self.capacity
 
 
 @dataclass

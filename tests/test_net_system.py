@@ -129,7 +129,8 @@ def test_udp_echo_sizes(echo: EchoSystem, ip: str, size: int) -> None:
 @pytest.mark.parametrize("ip", CLIENTS.values())
 def test_udp_burst_of_10000_no_loss(echo: EchoSystem, ip: str) -> None:
     payloads = "[i.to_bytes(4, 'big') * 8 for i in range(10000)]"
-    assert _probe(echo, f"udp_echo({ip!r}, {payloads}, window=8, timeout=2.0)") == 10000
+    replies = _probe(echo, f"udp_echo({ip!r}, {payloads}, window=8, timeout=2.0)")
+    assert replies == 10000, echo.counters()
 
 
 @pytest.mark.parametrize("ip", CLIENTS.values())
@@ -182,8 +183,9 @@ def test_malicious_client_is_refused_and_the_other_keeps_echoing(echo: EchoSyste
     # traffic to the malicious client makes it jump its tx index
     echo.python("import json, socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
                 "s.sendto(b'x', ('10.0.0.2', 1235)); print(json.dumps(True))")
-    assert _probe(echo, "udp_echo('10.0.0.3', [bytes([i % 256]) * 100 for i in range(2000)], window=8)") == 2000
+    replies = _probe(echo, "udp_echo('10.0.0.3', [bytes([i % 256]) * 100 for i in range(2000)], window=8)")
     counters = echo.counters()
+    assert replies == 2000, counters
     tx, rx = counters["net_virt_tx"], counters["net_virt_rx"]
     for what in ("bad_offset", "bad_length", "not_owned", "protocol_errors"):
         assert tx.get(f"client0.{what}", 0) >= 1, tx

@@ -11,7 +11,7 @@ import os
 
 from sddf.component import Component
 from sddf.config import NetDriverConfig
-from sddf.queue.net import BufferSpace, NetConsumer, NetProducer, net_queue_handle
+from sddf.queue.net import BufferSpace, consuming_side, producing_side
 from sddf.signal import request_and_recheck, signal_needed
 
 BATCH = 64
@@ -24,10 +24,8 @@ class TapDriver(Component):
     def init(self) -> None:
         cfg = self.config
         self.tap = self.pd.irqs[cfg.irq]
-        self.rx = net_queue_handle(f"{self.name}.rx", self.regions[cfg.rx.free], self.regions[cfg.rx.active],
-                                   cfg.rx.capacity, produces_active=True)
-        self.tx = net_queue_handle(f"{self.name}.tx", self.regions[cfg.tx.free], self.regions[cfg.tx.active],
-                                   cfg.tx.capacity, produces_active=False)
+        self.rx_free, self.rx_active = producing_side(f"{self.name}.rx", *cfg.rx.views(self.regions))
+        self.tx_free, self.tx_active = consuming_side(f"{self.name}.tx", *cfg.tx.views(self.regions))
         self.rx_space = BufferSpace([(cfg.rx_data.io_addr, self.regions[cfg.rx_data.map])])
         self.tx_space = BufferSpace([(d.io_addr, self.regions[d.map]) for d in cfg.tx_data])
         self.spare: list[tuple] = []     # rx buffers taken from the free queue, not yet filled
@@ -45,8 +43,7 @@ class TapDriver(Component):
     # ---- rx -------------------------------------------------------------------------------
     def receive(self) -> None:
         """Read frames until the TAP is empty (then ack its irq) or we run out of buffers."""
-        free: NetConsumer = self.rx.free  # type: ignore[assignment]
-        active: NetProducer = self.rx.active  # type: ignore[assignment]
+        free, active = self.rx_free, self.rx_active
         while True:
             if not self.spare:
                 self.spare = free.dequeue_many(BATCH)[::-1]
@@ -87,8 +84,7 @@ class TapDriver(Component):
     # ---- tx -------------------------------------------------------------------------------
     def transmit(self) -> None:
         """Write every frame virt_tx queued, returning each buffer on tx free."""
-        active: NetConsumer = self.tx.active  # type: ignore[assignment]
-        free: NetProducer = self.tx.free  # type: ignore[assignment]
+        free, active = self.tx_free, self.tx_active
         while True:
             descs = active.dequeue_many(BATCH)
             if not descs:

@@ -2,11 +2,10 @@
 
 Byte layout (little-endian): an 8-byte header {u16 tail, u16 head, u32 consumer_signalled}
 then ``capacity`` 16-byte descriptors {u64 io_or_offset, u16 len, u8 oid (low 6 bits), pad}.
-Indices are free-running u16. A handle pairs the free and active queue of one direction.
+Indices are free-running u16. Each direction between two components is a free/active pair.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from sddf.queue.entries import EntryConsumer, EntryFormat, EntryProducer, Validator, first_bad
@@ -70,24 +69,20 @@ class NetConsumer(EntryConsumer):
         super().__init__(name, buffer, capacity, LAYOUT, FORMAT, validate)
 
 
-@dataclass
-class NetQueueHandle:
-    """The free and active queue one component shares with one neighbour (sDDF's net_queue_handle_t)."""
+def producing_side(name: str, free: Any, active: Any, capacity: int,
+                   validate: Validator | None = None) -> tuple[NetConsumer, NetProducer]:
+    """Attach as the end that fills buffers: it takes them from ``free`` and publishes them on
+    ``active`` (a driver's rx side, a client's tx side). ``validate`` vets what ``free`` holds."""
+    return (NetConsumer(f"{name}.free", free, capacity, validate),
+            NetProducer(f"{name}.active", active, capacity))
 
-    free: NetProducer | NetConsumer
-    active: NetProducer | NetConsumer
-    capacity: int
 
-
-def net_queue_handle(name: str, free: Any, active: Any, capacity: int, *, produces_active: bool,
-                     validate: Validator | None = None) -> NetQueueHandle:
-    """Attach to a free/active pair. A driver's rx side and a client's tx side produce active;
-    the other end of each pair produces free. ``validate`` vets descriptors this end consumes."""
-    if produces_active:
-        return NetQueueHandle(NetConsumer(f"{name}.free", free, capacity, validate),
-                              NetProducer(f"{name}.active", active, capacity), capacity)
-    return NetQueueHandle(NetProducer(f"{name}.free", free, capacity),
-                          NetConsumer(f"{name}.active", active, capacity, validate), capacity)
+def consuming_side(name: str, free: Any, active: Any, capacity: int,
+                   validate: Validator | None = None) -> tuple[NetProducer, NetConsumer]:
+    """Attach as the end that takes filled buffers from ``active`` and gives them back on ``free``
+    (the other end of :func:`producing_side`). ``validate`` vets what ``active`` holds."""
+    return (NetProducer(f"{name}.free", free, capacity),
+            NetConsumer(f"{name}.active", active, capacity, validate))
 
 
 def fill_free(free: NetProducer, base: int, count: int, buffer_size: int = NET_BUFFER_SIZE) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sddf.component import Component
 from sddf.config import NetCopierConfig
-from sddf.queue.net import BufferSpace, NetConsumer, NetProducer, net_queue_handle
+from sddf.queue.net import BufferSpace, consuming_side, producing_side
 from sddf.queue.ring import QueueProtocolError
 from sddf.signal import request_and_recheck, signal_needed
 
@@ -21,14 +21,9 @@ class NetCopier(Component):
 
     def init(self) -> None:
         cfg = self.config
-        v = net_queue_handle(f"{self.name}<-virt", self.regions[cfg.virt.free], self.regions[cfg.virt.active],
-                             cfg.virt.capacity, produces_active=False)
-        c = net_queue_handle(f"{self.name}->client", self.regions[cfg.client.free],
-                             self.regions[cfg.client.active], cfg.client.capacity, produces_active=True)
-        self.virt_free: NetProducer = v.free  # type: ignore[assignment]
-        self.virt_active: NetConsumer = v.active  # type: ignore[assignment]
-        self.client_free: NetConsumer = c.free  # type: ignore[assignment]
-        self.client_active: NetProducer = c.active  # type: ignore[assignment]
+        self.virt_free, self.virt_active = consuming_side(f"{self.name}<-virt", *cfg.virt.views(self.regions))
+        self.client_free, self.client_active = producing_side(f"{self.name}->client",
+                                                              *cfg.client.views(self.regions))
         self.src = BufferSpace([(0, self.regions[cfg.virt_data.map])])
         self.dst = BufferSpace([(0, self.regions[cfg.client_data.map])])
         self.spare: list[tuple] = []  # client buffers taken but not yet filled

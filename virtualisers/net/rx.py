@@ -12,7 +12,7 @@ from collections import Counter
 
 from sddf.component import Component
 from sddf.config import NetClientPort, NetVirtRxConfig
-from sddf.queue.net import BufferSpace, NetConsumer, NetProducer, net_queue_handle
+from sddf.queue.net import BufferSpace, consuming_side, producing_side
 from sddf.queue.ring import QueueProtocolError
 from sddf.signal import drain, signal_needed
 
@@ -24,10 +24,7 @@ class _Client:
         self.name = port.name
         self.mac = port.mac
         self.channel = port.queues.channel
-        q = net_queue_handle(f"{virt.name}->{port.name}.rx", virt.regions[port.queues.free],
-                             virt.regions[port.queues.active], port.queues.capacity, produces_active=True)
-        self.free: NetConsumer = q.free  # type: ignore[assignment]
-        self.active: NetProducer = q.active  # type: ignore[assignment]
+        self.free, self.active = producing_side(f"{virt.name}->{port.name}.rx", *port.queues.views(virt.regions))
         self.held: set[int] = set()
         self.outbox: list[tuple] = []
 
@@ -38,10 +35,8 @@ class NetVirtRx(Component):
 
     def init(self) -> None:
         cfg = self.config
-        d = net_queue_handle(f"{self.name}<-driver.rx", self.regions[cfg.driver.free],
-                             self.regions[cfg.driver.active], cfg.driver.capacity, produces_active=False)
-        self.driver_free: NetProducer = d.free  # type: ignore[assignment]
-        self.driver_active: NetConsumer = d.active  # type: ignore[assignment]
+        self.driver_free, self.driver_active = consuming_side(f"{self.name}<-driver.rx",
+                                                             *cfg.driver.views(self.regions))
         self.base = cfg.data.io_addr
         self.data = BufferSpace([(0, self.regions[cfg.data.map])])
         self.clients = [_Client(self, port) for port in cfg.clients]

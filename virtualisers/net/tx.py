@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from sddf.component import Component
 from sddf.config import NetClientPort, NetVirtTxConfig
-from sddf.queue.net import NET_BUFFER_SIZE, NetConsumer, NetProducer, is_buffer_offset, net_queue_handle
+from sddf.queue.net import NET_BUFFER_SIZE, consuming_side, is_buffer_offset, producing_side
 from sddf.queue.ring import QueueProtocolError
 from sddf.signal import drain, request_and_recheck, signal_needed
 
@@ -21,10 +21,7 @@ class _Client:
         self.name = port.name
         self.channel = port.queues.channel
         self.io_addr, self.size = port.data.io_addr, port.data.size
-        q = net_queue_handle(f"{virt.name}<-{port.name}.tx", virt.regions[port.queues.free],
-                             virt.regions[port.queues.active], port.queues.capacity, produces_active=False)
-        self.free: NetProducer = q.free  # type: ignore[assignment]
-        self.active: NetConsumer = q.active  # type: ignore[assignment]
+        self.free, self.active = consuming_side(f"{virt.name}<-{port.name}.tx", *port.queues.views(virt.regions))
         self.in_flight: set[int] = set()
         self.returns: list[tuple] = []
 
@@ -35,10 +32,8 @@ class NetVirtTx(Component):
 
     def init(self) -> None:
         cfg = self.config
-        d = net_queue_handle(f"{self.name}->driver.tx", self.regions[cfg.driver.free],
-                             self.regions[cfg.driver.active], cfg.driver.capacity, produces_active=True)
-        self.driver_free: NetConsumer = d.free  # type: ignore[assignment]
-        self.driver_active: NetProducer = d.active  # type: ignore[assignment]
+        self.driver_free, self.driver_active = producing_side(f"{self.name}->driver.tx",
+                                                             *cfg.driver.views(self.regions))
         self.clients = [_Client(self, port) for port in cfg.clients]
         self.by_channel = {c.channel: c for c in self.clients}
         self.adopting = self.driver_free.index != 0 or self.driver_active.index != 0
