@@ -96,7 +96,8 @@ class Monitor:
                 cfg.regions[m.local_name] = RegionGrant(fd, region.size, m.perms == "rw", m.region.io_addr)
         for ch in self.sdf.channels:
             end_a, end_b = channel_pair()
-            self._fds += [end_a.recv_eventfd, end_a.send_eventfd, end_a.words_fd, end_b.words_fd]
+            self._fds += [end_a.recv_eventfd, end_a.send_eventfd, end_a.words_fd,
+                          end_b.recv_eventfd, end_b.send_eventfd, end_b.words_fd]
             ppc_a = ppc_b = None
             if ch.pp_a or ch.pp_b:
                 sa, sb = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)

@@ -107,8 +107,8 @@ class Region:
         """Unmap, close the fd and, if this process created a named region, unlink it."""
         if self.mmap.closed:
             return
-        self.view.release()
         try:
+            self.view.release()
             self.mmap.close()
         except BufferError as exc:
             raise RegionError(f"region {self.name!r}: still in use by a view: {exc}") from exc

@@ -113,24 +113,27 @@ class ChannelEnd:
         self.notifier.notify()
 
     def close(self) -> None:
+        """Close this end's fds (drop any Waiter holding its notification first)."""
+        notification, notifier = self.notification, self.notifier
         self.notification = self.notifier = None  # type: ignore[assignment]
+        del notification, notifier  # their pointers into the words page must go before it closes
         self._words.close()
-        for fd in {self.fds.recv_eventfd, self.fds.send_eventfd}:
+        for fd in (self.fds.recv_eventfd, self.fds.send_eventfd):
             os.close(fd)
 
 
 def channel_pair() -> tuple[ChannelEndFds, ChannelEndFds]:
     """Make a channel's eventfds and shared pending words; return the fds of both ends.
 
-    The caller owns the fds (pass them to the two processes, or attach with :meth:`ChannelEnd.attach`).
+    Each end has fds of its own (the caller owns them: pass each end's to its process, or
+    attach with :meth:`ChannelEnd.attach`), so closing one end never closes the other's.
     """
     a_to_b, b_to_a = new_eventfd(), new_eventfd()
     words = os.memfd_create("sddf:channel", os.MFD_CLOEXEC)
     os.ftruncate(words, PAGE_SIZE)
-    words_b = os.dup(words)
     end_a = ChannelEndFds(recv_eventfd=b_to_a, send_eventfd=a_to_b, words_fd=words,
                           recv_offset=0, send_offset=WORD_SIZE)
-    end_b = ChannelEndFds(recv_eventfd=a_to_b, send_eventfd=b_to_a, words_fd=words_b,
+    end_b = ChannelEndFds(recv_eventfd=os.dup(a_to_b), send_eventfd=os.dup(b_to_a), words_fd=os.dup(words),
                           recv_offset=WORD_SIZE, send_offset=0)
     return end_a, end_b
 

@@ -12,6 +12,7 @@ from sddf.queue.entries import EntryConsumer, EntryFormat, EntryProducer, Valida
 from sddf.queue.ring import Layout
 
 NET_BUFFER_SIZE = 2048
+MAX_OID = 63  # oid is a 6-bit field in sDDF's descriptor
 HEADER_SIZE = 8
 LAYOUT = Layout(tail_offset=0, head_offset=2, index_bits=16, flag_offset=4)
 
@@ -39,17 +40,19 @@ def buffer_validator(base: int, size: int, buffer_size: int = NET_BUFFER_SIZE) -
     """Accept only descriptors naming a whole buffer inside [base, base+size) holding ≤ buffer_size bytes."""
     highest = base + size - buffer_size
 
-    def bad(offset: int, length: int, _oid: int) -> bool:
-        return not base <= offset <= highest or length > buffer_size
+    def bad(offset: int, length: int, oid: int) -> bool:
+        return not base <= offset <= highest or length > buffer_size or oid > MAX_OID
 
     def validate(flat: tuple) -> tuple[int, str] | None:
         offsets, lengths = flat[0::3], flat[1::3]
-        if min(offsets) >= base and max(offsets) <= highest and max(lengths) <= buffer_size:
+        if (min(offsets) >= base and max(offsets) <= highest and max(lengths) <= buffer_size
+                and max(flat[2::3]) <= MAX_OID):
             return None
         i = first_bad(flat, 3, bad)
         assert i is not None
-        return i, (f"descriptor io_or_offset={flat[3 * i]:#x} len={flat[3 * i + 1]} is not a buffer "
-                   f"of ≤{buffer_size} bytes inside [{base:#x}, {base + size:#x})")
+        return i, (f"descriptor io_or_offset={flat[3 * i]:#x} len={flat[3 * i + 1]} oid={flat[3 * i + 2]} "
+                   f"is not a buffer of ≤{buffer_size} bytes inside [{base:#x}, {base + size:#x}) "
+                   f"with a 6-bit oid")
 
     return validate
 
