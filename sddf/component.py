@@ -75,6 +75,7 @@ class Component:
         self.__calls: dict[int, socket.socket] = {}
         self.__waiter = Waiter()
         self.__outbox: set[int] = set()
+        self.__packer = msgpack.Packer()
         #: counters the monitor can read while the PD runs (``sddf counters``)
         self.counters: Counter[str] = Counter()
         self.__stats_page = Region.from_fd("stats", pd.stats_fd, STATS_SIZE, True) if pd.stats_fd >= 0 else None
@@ -130,7 +131,7 @@ class Component:
         sock = self.__calls.get(ch)
         if sock is None or not self.pd.channels[ch].can_call:
             raise GrantError(f"PD {self.name!r} may not ppcall on channel {ch}")
-        sock.sendall(msgpack.packb([label, list(mrs)]))
+        sock.send(self.__packer.pack([label, list(mrs)]))  # SOCK_SEQPACKET: one message, all or nothing
         reply = sock.recv(PPC_MESSAGE_MAX)
         if not reply:
             raise ConnectionError(f"PD {self.name!r}: PPC peer on channel {ch} went away")
@@ -191,7 +192,7 @@ class Component:
             sock.sendall(msgpack.packb([PPC_MALFORMED, []]))
             return
         out_label, out_mrs = self.protected(ch, label, mrs)
-        sock.sendall(msgpack.packb([out_label, list(out_mrs)]))
+        sock.send(self.__packer.pack([out_label, list(out_mrs)]))
         self.__flush()
 
     def __child_fault(self, sock: socket.socket) -> None:

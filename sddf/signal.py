@@ -77,11 +77,12 @@ class Notification:
         return self.eventfd
 
     def consume(self) -> bool:
-        """Clear the wake-up and the pending word; True if a notify was pending."""
-        try:
-            os.eventfd_read(self.eventfd)
-        except BlockingIOError:
-            pass
+        """Claim the pending word; True if a notify was pending.
+
+        The eventfd is never read: waiters watch it edge-triggered, and every notifier write
+        (made only when the word was clear) is a new edge. The counter only grows; it would
+        take 2**64 - 2 notifies to fill it.
+        """
         return atomic.exchange_u64(self._ptr, self._offset, 0) != 0
 
 
@@ -149,7 +150,7 @@ class Waiter:
 
     def add_notification(self, channel: int, notification: Notification) -> None:
         self._notifications[notification.fileno()] = (channel, notification)
-        self._epoll.register(notification.fileno(), select.EPOLLIN)
+        self._epoll.register(notification.fileno(), select.EPOLLIN | select.EPOLLET)
 
     def add_irq(self, channel: int, fd: int, events: int = select.EPOLLIN) -> None:
         """A device fd as an irq: masked after it fires until :meth:`irq_ack` (Microkit semantics)."""
