@@ -154,7 +154,7 @@ class Component:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGTERM, lambda *_: None)
-        self.__waiter.add_callback(wake_r, self.__signalled)
+        self.__waiter.add_callback(wake_r, lambda: self.__signalled(wake_r))
         self.init()
         self.__flush()
         while True:
@@ -163,8 +163,14 @@ class Component:
                 self.__flush()
 
     @staticmethod
-    def __signalled() -> None:
-        raise SystemExit(0)
+    def __signalled(wake_r: int) -> None:
+        """A signal with a Python handler arrived: SIGTERM ends the loop, others are the PD's own."""
+        try:
+            signums = os.read(wake_r, 64)
+        except BlockingIOError:
+            return
+        if signal.SIGTERM in signums:
+            raise SystemExit(0)
 
     def __publish_stats(self) -> float | None:
         """Publish changed counters (rate-limited); return how long to sleep before trying again."""

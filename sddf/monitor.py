@@ -36,6 +36,11 @@ PARENT_ANSWER_S = 2.0
 RESTART_BACKOFF_S = 0.1
 
 
+def log_to_stderr(msg: str) -> None:
+    """One write per message, so lines from the monitor and its PDs never interleave mid-line."""
+    os.write(2, (msg + "\n").encode())
+
+
 def run_dir() -> str:
     """Where control sockets live (``$SDDF_RUN_DIR``, else /tmp/sddf-<uid>)."""
     return os.environ.get("SDDF_RUN_DIR", f"/tmp/sddf-{os.getuid()}")
@@ -70,7 +75,7 @@ class Monitor:
     def __init__(self, sdf: SystemDescription, log: Callable[[str], None] | None = None) -> None:
         sdf.check()
         self.sdf = sdf
-        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.log = log or log_to_stderr
         self.regions: dict[str, Region] = {}
         self._fds: list[int] = []          # fds the monitor owns on behalf of its PDs
         self._sockets: list[socket.socket] = []
@@ -167,8 +172,7 @@ class Monitor:
         status = st.proc.wait()
         self._unwatch(st.pidfd)
         os.close(st.pidfd)
-        with os.fdopen(st.fault_read, "r", errors="replace") as f:
-            report = f.read().strip()
+        report = _drain(st.fault_read).decode(errors="replace").strip()
         st.pidfd = st.fault_read = -1
         if st.expected_exit or self._stopping:
             st.state = "stopped"
@@ -397,6 +401,20 @@ class Monitor:
                 st.stats.close()
                 st.stats = None
         self._epoll.close()
+
+
+def _drain(fd: int) -> bytes:
+    """What a dead PD wrote to its fault pipe, without waiting for anyone else holding it open."""
+    os.set_blocking(fd, False)
+    chunks = []
+    try:
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    except BlockingIOError:
+        pass
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
 
 
 def describe_exit(status: int, report: str) -> str:

@@ -49,6 +49,7 @@ def main(argv: list[str]) -> None:
     pd = read_config(int(argv[1]))
     _become(pd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the monitor's to handle
+    os.set_inheritable(pd.fault_fd, False)  # a child this PD starts must not hold the monitor's pipe
     fault = os.fdopen(pd.fault_fd, "w", buffering=1)
     faulthandler.enable(file=fault)
     try:
