@@ -31,7 +31,8 @@ class GarbageClient(NetClient):
         print(f"{self.name}: sent {len(bad_tx)} bad tx and {len(bad_rx)} bad rx descriptors", flush=True)
 
     def received(self, frames: list[bytes]) -> None:
-        if not self.jumped:  # then move the tx tail far past anything it could own
+        # once virt_tx has taken the bad descriptors, move the tx tail far past anything it could own
+        if not self.jumped and self.tx_active.empty():
             ptr = atomic.pointer(self.regions[self.config.tx.active])
             atomic.store_release_u16(ptr, 0, (atomic.load_acquire_u16(ptr, 0) + 20000) & 0xFFFF)
             self.notify(self.config.tx.channel)
