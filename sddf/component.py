@@ -25,6 +25,7 @@ from sddf.stats import STATS_SIZE, StatsWriter
 
 PPC_MESSAGE_MAX = 64 * 1024
 PPC_MALFORMED = -1  # the reply label a caller gets for a request the callee could not decode
+PPC_CALLEE_FAULTED = -2  # the monitor's answer to a call whose callee died while handling it
 STATS_PERIOD_S = 0.1  # counters are published at most this often (and once more when idle)
 
 
@@ -76,6 +77,7 @@ class Component:
         self.__waiter = Waiter()
         self.__outbox: set[int] = set()
         self.__packer = msgpack.Packer()
+        self.__call_sequence = 0
         #: counters the monitor can read while the PD runs (``sddf counters``)
         self.counters: Counter[str] = Counter()
         self.__stats_page = Region.from_fd("stats", pd.stats_fd, STATS_SIZE, True) if pd.stats_fd >= 0 else None
@@ -131,11 +133,19 @@ class Component:
         sock = self.__calls.get(ch)
         if sock is None or not self.pd.channels[ch].can_call:
             raise GrantError(f"PD {self.name!r} may not ppcall on channel {ch}")
-        sock.send(self.__packer.pack([label, list(mrs)]))  # SOCK_SEQPACKET: one message, all or nothing
-        reply = sock.recv(PPC_MESSAGE_MAX)
-        if not reply:
-            raise ConnectionError(f"PD {self.name!r}: PPC peer on channel {ch} went away")
-        out_label, out_mrs = msgpack.unpackb(reply)
+        self.__call_sequence += 1
+        sequence = self.__call_sequence
+        end = self.__channels[ch]
+        end.mark_call(sequence)
+        sock.send(self.__packer.pack([sequence, label, list(mrs)]))  # SOCK_SEQPACKET: all or nothing
+        while True:  # answers to earlier calls (a late "callee faulted") are dropped
+            answered, out_label, out_mrs = msgpack.unpackb(sock.recv(PPC_MESSAGE_MAX))
+            if answered == sequence:
+                break
+        end.mark_call(0)
+        if out_label == PPC_CALLEE_FAULTED:
+            raise ConnectionError(f"PD {self.name!r}: the PD called on channel {ch} "
+                                  f"({self.pd.channels[ch].peer}) faulted during the call")
         return out_label, out_mrs
 
     def irq_ack(self, ch: int) -> None:
@@ -190,15 +200,15 @@ class Component:
         except BlockingIOError:
             return
         try:
-            label, mrs = msgpack.unpackb(request)
+            sequence, label, mrs = msgpack.unpackb(request)
             if not isinstance(label, int) or not all(isinstance(m, int) for m in mrs):
                 raise ValueError("label and message registers must be integers")
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
             print(f"PD {self.name!r}: refused a malformed PPC on channel {ch}: {exc}", flush=True)
-            sock.sendall(msgpack.packb([PPC_MALFORMED, []]))
+            sock.send(msgpack.packb([request_sequence(request), PPC_MALFORMED, []]))
             return
         out_label, out_mrs = self.protected(ch, label, mrs)
-        sock.send(self.__packer.pack([out_label, list(out_mrs)]))
+        sock.send(self.__packer.pack([sequence, out_label, list(out_mrs)]))
         self.__flush()
 
     def __child_fault(self, sock: socket.socket) -> None:
@@ -209,6 +219,15 @@ class Component:
     def __flush(self) -> None:
         while self.__outbox:
             self.__channels[self.__outbox.pop()].notify()
+
+
+def request_sequence(request: bytes) -> int:
+    """The call sequence number of a PPC request, as far as it can be read (0 if not at all)."""
+    try:
+        sequence = msgpack.unpackb(request)[0]
+    except (ValueError, TypeError, IndexError, KeyError, msgpack.UnpackException):
+        return 0
+    return sequence if isinstance(sequence, int) else 0
 
 
 def _end_fds(grant: ChannelGrant) -> ChannelEndFds:

@@ -21,6 +21,12 @@ from sddf import atomic
 from sddf.shm import PAGE_SIZE, Region
 
 WORD_SIZE = 8
+CALL_WORDS = 2 * WORD_SIZE  # after the two pending words: each end's "PPC in progress" sequence
+
+
+def call_word_offset(recv_offset: int) -> int:
+    """Where the end whose pending word is at ``recv_offset`` records the PPC it is waiting on."""
+    return CALL_WORDS + recv_offset
 
 
 class Flag(Protocol):
@@ -105,6 +111,8 @@ class ChannelEnd:
         self._words = words
         self.notification = Notification(fds.recv_eventfd, words.view, fds.recv_offset)
         self.notifier = Notifier(fds.send_eventfd, words.view, fds.send_offset)
+        self._call_ptr = atomic.pointer(words.view)
+        self._call_offset = call_word_offset(fds.recv_offset)
 
     @classmethod
     def attach(cls, fds: ChannelEndFds) -> "ChannelEnd":
@@ -113,10 +121,14 @@ class ChannelEnd:
     def notify(self) -> None:
         self.notifier.notify()
 
+    def mark_call(self, sequence: int) -> None:
+        """Record the PPC this end waits on (0: none), so the monitor can fail it if the callee dies."""
+        atomic.store_release_u64(self._call_ptr, self._call_offset, sequence)
+
     def close(self) -> None:
         """Close this end's fds (drop any Waiter holding its notification first)."""
         notification, notifier = self.notification, self.notifier
-        self.notification = self.notifier = None  # type: ignore[assignment]
+        self.notification = self.notifier = self._call_ptr = None  # type: ignore[assignment]
         del notification, notifier  # their pointers into the words page must go before it closes
         self._words.close()
         for fd in (self.fds.recv_eventfd, self.fds.send_eventfd):

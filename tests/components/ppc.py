@@ -1,0 +1,30 @@
+"""PPC test components: a caller that calls in a loop, and a server that dies on a chosen call."""
+from __future__ import annotations
+
+import os
+
+from sddf.component import Component
+
+
+class Caller(Component):
+    """Calls channel 0 with an increasing number until the call fails; prints each answer."""
+
+    def init(self) -> None:
+        n = 0
+        while True:  # the whole PD life is this loop; a failed call ends it as a fault
+            n += 1
+            label, mrs = self.ppcall(0, 7, [n])
+            if n % 50 == 0 or mrs != [n + 1]:
+                print(f"{self.name}: call {n} -> {label} {mrs}", flush=True)
+
+
+class Server(Component):
+    """Answers label 7 with mr0 + 1; dies (without answering) on call number ``die_at``."""
+
+    def init(self) -> None:
+        self.die_at = self.pd.app.get("die_at", 100)
+
+    def protected(self, ch: int, label: int, mrs: list[int]) -> tuple[int, list[int]]:
+        if mrs[0] == self.die_at:
+            os._exit(9)
+        return 0, [mrs[0] + 1]
