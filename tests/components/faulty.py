@@ -51,7 +51,8 @@ class Faulty(Component):
         what, _, arg = self.config.action.partition(":")
         if what == "orphan":
             child = subprocess.Popen(["sleep", arg], close_fds=False)
-            print(f"{self.name}: left child {child.pid}", flush=True)
+            # os.write, not print: this may run in a signal handler that interrupted a print
+            os.write(1, f"{self.name}: left child {child.pid}\n".encode())
         if what in ("raise", "orphan"):
             raise RuntimeError(f"{self.name} fails on purpose")
         if what == "exit":
