@@ -43,7 +43,7 @@ class Region:
         prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
         try:
             self.mmap = mmap.mmap(fd, size, mmap.MAP_SHARED, prot)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             raise RegionError(f"region {name!r}: cannot map {size} bytes "
                               f"{'rw' if writable else 'r'}: {exc}") from exc
         self.view = memoryview(self.mmap)
@@ -60,6 +60,9 @@ class Region:
         if backend == "memfd":
             fd = os.memfd_create(f"sddf:{name}", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
             os.ftruncate(fd, size)
+            # owner read-only: a PD holding a read-only fd cannot reopen it for writing through
+            # /proc (unless it is root, which bypasses file modes)
+            os.fchmod(fd, 0o400)
             return cls(name, fd, size, True, owner=True)
         if backend == "posix":
             posix_name = "/" + NAME_PREFIX + f"{os.getpid()}-{name}"
@@ -87,10 +90,10 @@ class Region:
             shm = posix_ipc.SharedMemory(posix_name, 0, read_only=not writable)
         except posix_ipc.ExistentialError as exc:
             raise RegionError(f"region {posix_name!r} does not exist") from exc
-        fd = os.dup(shm.fd)
+        fd, size = os.dup(shm.fd), shm.size
         shm.close_fd()
         os.set_inheritable(fd, False)
-        return cls(posix_name, fd, shm.size, writable)
+        return cls(posix_name, fd, size, writable)
 
     def readonly_fd(self) -> int:
         """A new fd opened read-only on the same memory, for a ``perms="r"`` map."""
