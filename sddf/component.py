@@ -120,6 +120,13 @@ class Component:
         return False
 
     # ---- services -----------------------------------------------------------------------
+    def refuse(self, counter: str, message: object) -> None:
+        """Count something refused from a peer; print it the first time only, so a misbehaving
+        peer cannot flood the console (the counter keeps the tally: ``sddf counters``)."""
+        self.counters[counter] += 1
+        if self.counters[counter] == 1:
+            print(f"{self.name}: refused: {message}", flush=True)
+
     def notify(self, ch: int) -> None:
         """Notify the PD at the other end of ``ch`` (sent once, after the current handler)."""
         if ch not in self.__channels:

@@ -33,8 +33,7 @@ class NetCopier(Component):
         try:
             self.pump()
         except QueueProtocolError as exc:
-            self.counters["protocol_errors"] += 1
-            print(f"{self.name}: refused: {exc}", flush=True)
+            self.refuse("protocol_errors", exc)
 
     def pump(self) -> None:
         """Copy while there are both frames from virt_rx and empty buffers from the client."""

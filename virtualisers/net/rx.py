@@ -98,7 +98,7 @@ class NetVirtRx(Component):
         try:
             drain(client.free, returned, BATCH)
         except QueueProtocolError as exc:
-            self._refuse(client, exc)
+            self.refuse(f"{client.name}.protocol_errors", exc)
 
     def _release(self, off: int) -> None:
         left = self.refs[off] - 1
@@ -117,7 +117,7 @@ class NetVirtRx(Component):
             try:
                 sent = c.active.enqueue_many(c.outbox)
             except QueueProtocolError as exc:
-                self._refuse(c, exc)
+                self.refuse(f"{c.name}.protocol_errors", exc)
                 sent = 0
             for off, _, _ in c.outbox[sent:]:  # client queue full: drop its copy
                 self.counters[f"{c.name}.dropped"] += 1
@@ -131,9 +131,3 @@ class NetVirtRx(Component):
             del self.to_driver[:sent]
             if sent and signal_needed(self.driver_free.flag):
                 self.notify(self.config.driver.channel)
-
-    def _refuse(self, client: _Client, exc: QueueProtocolError) -> None:
-        key = f"{client.name}.protocol_errors"
-        self.counters[key] += 1
-        if self.counters[key] == 1:  # say it once; the counter keeps the tally
-            print(f"{self.name}: refused client {client.name}: {exc}", flush=True)

@@ -79,7 +79,7 @@ class NetVirtTx(Component):
                 try:
                     descs = c.active.dequeue_many(min(batch, room))
                 except QueueProtocolError as exc:
-                    self._refuse(c, "protocol_errors", exc)
+                    self.refuse(f"{c.name}.protocol_errors", exc)
                     continue
                 if not descs:
                     continue
@@ -99,7 +99,7 @@ class NetVirtTx(Component):
         try:
             return not c.active.empty()
         except QueueProtocolError as exc:
-            self._refuse(c, "protocol_errors", exc)
+            self.refuse(f"{c.name}.protocol_errors", exc)
             return False
 
     def _translate(self, c: _Client, descs: list[tuple]) -> list[tuple]:
@@ -124,14 +124,8 @@ class NetVirtTx(Component):
             try:
                 sent = c.free.enqueue_many(c.returns)
             except QueueProtocolError as exc:
-                self._refuse(c, "protocol_errors", exc)
+                self.refuse(f"{c.name}.protocol_errors", exc)
                 continue
             del c.returns[:sent]
             if sent and signal_needed(c.free.flag):
                 self.notify(c.channel)
-
-    def _refuse(self, c: _Client, what: str, exc: Exception) -> None:
-        key = f"{c.name}.{what}"
-        self.counters[key] += 1
-        if self.counters[key] == 1:  # say it once; the counter keeps the tally
-            print(f"{self.name}: refused client {c.name}: {exc}", flush=True)
