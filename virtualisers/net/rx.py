@@ -1,7 +1,8 @@
 """Net rx virtualiser: demultiplexes received frames from the driver to clients by MAC.
 
 Buffers come from the driver as io addresses and go to clients as offsets into the rx data
-region. Broadcast and multicast frames go to every client with a reference count; a buffer
+region. Returned buffers are collected on every pass; clients are asked to notify us of
+returns only while the driver runs short of buffers, which saves a wake-up per packet. Broadcast and multicast frames go to every client with a reference count; a buffer
 returns to the driver once every client holding it has given it back. Frames for no client
 go straight back to the driver. A client that returns a buffer it does not hold, or breaks
 its queue's protocol, is refused and counted; other clients are not disturbed.
@@ -14,7 +15,7 @@ from sddf.component import Component
 from sddf.config import NetClientPort, NetVirtRxConfig
 from sddf.queue.net import BufferSpace, consuming_side, producing_side
 from sddf.queue.ring import QueueProtocolError
-from sddf.signal import drain, signal_needed
+from sddf.signal import drain, request_and_recheck, signal_needed
 
 BATCH = 64
 
@@ -43,6 +44,7 @@ class NetVirtRx(Component):
         self.by_mac = {c.mac: c for c in self.clients}
         self.by_channel = {c.channel: c for c in self.clients}
         self.refs: Counter[int] = Counter()
+        self.low_water = min(cfg.driver.capacity, 4 * BATCH)
         self.to_driver: list[tuple] = []
         # a fresh system: hand the driver every buffer; after a restart they are already out
         self.adopting = self.driver_free.index != 0 or self.driver_active.index != 0
@@ -51,16 +53,32 @@ class NetVirtRx(Component):
             self.to_driver = buffers[:cfg.driver.capacity]
             self.counters["buffers"] = len(self.to_driver)
         self.notified(cfg.driver.channel)
-        for c in self.clients:
-            self.notified(c.channel)
 
     def notified(self, ch: int) -> None:
-        client = self.by_channel.get(ch)
-        if client is not None:
-            self._take_returns(client)
-        elif ch == self.config.driver.channel:
+        if ch == self.config.driver.channel:
             drain(self.driver_active, self._demux, BATCH)
-        self._flush()
+        while True:
+            self._collect_returns()
+            self._flush()
+            if not self._short_of_buffers():
+                for c in self.clients:
+                    c.free.flag.cancel()
+                return
+            if not any([self._ask_for_returns(c) for c in self.clients]):
+                return
+
+    def _short_of_buffers(self) -> bool:
+        """Whether the driver could run dry before frames wake us again (it takes at most
+        two batches between our passes)."""
+        return self.driver_free.length() + len(self.to_driver) < self.low_water
+
+    def _ask_for_returns(self, c: _Client) -> bool:
+        """Ask ``c`` to notify us when it returns buffers; True if some came back meanwhile."""
+        try:
+            return request_and_recheck(c.free.flag, lambda: not c.free.empty())
+        except QueueProtocolError as exc:
+            self.refuse(f"{c.name}.protocol_errors", exc)
+            return False
 
     def _demux(self, frames: list[tuple]) -> None:
         for io, length, _ in frames:
@@ -87,18 +105,21 @@ class NetVirtRx(Component):
                 c.outbox.append((off, length, 0))
                 c.held.add(off)
 
-    def _take_returns(self, client: _Client) -> None:
-        def returned(descs: list[tuple]) -> None:
-            for off, _len, _oid in descs:
-                if off not in client.held and not (self.adopting and self.data.slot(off) is not None):
-                    self.counters[f"{client.name}.bad_return"] += 1
-                    continue
-                client.held.discard(off)
-                self._release(off)
-        try:
-            drain(client.free, returned, BATCH)
-        except QueueProtocolError as exc:
-            self.refuse(f"{client.name}.protocol_errors", exc)
+    def _collect_returns(self) -> None:
+        for client in self.clients:
+            try:
+                while descs := client.free.dequeue_many(BATCH):
+                    self._returned(client, descs)
+            except QueueProtocolError as exc:
+                self.refuse(f"{client.name}.protocol_errors", exc)
+
+    def _returned(self, client: _Client, descs: list[tuple]) -> None:
+        for off, _len, _oid in descs:
+            if off not in client.held and not (self.adopting and self.data.slot(off) is not None):
+                self.counters[f"{client.name}.bad_return"] += 1
+                continue
+            client.held.discard(off)
+            self._release(off)
 
     def _release(self, off: int) -> None:
         left = self.refs[off] - 1

@@ -2,7 +2,8 @@
 
 Clients name buffers by offset into their own tx data region; the driver gets io addresses.
 Clients are served round-robin, at most ``batch`` frames each per turn, so one flooding
-client cannot starve another. Completed buffers go back to the client that owns them. An
+client cannot starve another. Completed buffers are collected on every pass; the driver is
+asked to notify completions only when a client runs short or the driver's queue is full. Completed buffers go back to the client that owns them. An
 offset outside the client's region, a bad length, a buffer already in flight, or a queue
 protocol violation is refused and counted for that client only.
 """
@@ -12,7 +13,7 @@ from sddf.component import Component
 from sddf.config import NetClientPort, NetVirtTxConfig
 from sddf.queue.net import NET_BUFFER_SIZE, consuming_side, is_buffer_offset, producing_side
 from sddf.queue.ring import QueueProtocolError
-from sddf.signal import drain, request_and_recheck, signal_needed
+from sddf.signal import request_and_recheck, signal_needed
 
 
 class _Client:
@@ -21,6 +22,7 @@ class _Client:
         self.name = port.name
         self.channel = port.queues.channel
         self.io_addr, self.size = port.data.io_addr, port.data.size
+        self.buffers = self.size // NET_BUFFER_SIZE
         self.free, self.active = consuming_side(f"{virt.name}<-{port.name}.tx", *port.queues.views(virt.regions))
         self.in_flight: set[int] = set()
         self.returns: list[tuple] = []
@@ -39,13 +41,24 @@ class NetVirtTx(Component):
         self.adopting = self.driver_free.index != 0 or self.driver_active.index != 0
         self.turn = 0
         self.notified(cfg.driver.channel)
-        self._multiplex()
 
     def notified(self, ch: int) -> None:
-        if ch == self.config.driver.channel:
-            drain(self.driver_free, self._completed)
-        self._multiplex()
-        self._return_to_clients()
+        while True:
+            while descs := self.driver_free.dequeue_many():
+                self._completed(descs)
+            self._multiplex()
+            self._return_to_clients()
+            if not self._completions_needed():
+                self.driver_free.flag.cancel()
+                return
+            if not request_and_recheck(self.driver_free.flag, lambda: not self.driver_free.empty()):
+                return
+
+    def _completions_needed(self) -> bool:
+        """Whether to have the driver notify us of sent frames: only when its queue is full or a
+        client has half its buffers in flight (otherwise they are collected on our next pass)."""
+        return (self.driver_active.free_slots() == 0
+                or any(2 * len(c.in_flight) >= c.buffers for c in self.clients))
 
     def _owner(self, io: int) -> _Client | None:
         for c in self.clients:
