@@ -2,21 +2,26 @@
 
 It reads its :class:`PdConfig`, dies with the monitor (PR_SET_PDEATHSIG), names itself after
 its PD, applies priority and cpu, then runs the component. A handler exception or a fatal
-signal is written to the fault pipe for the monitor, which reports it by PD name.
+signal is written to the fault pipe for the monitor, which reports it by PD name. With
+``SDDF_PROFILE_DIR`` set, each PD profiles its own CPU time and writes ``<pd>.pstats`` there.
 """
 from __future__ import annotations
 
+import cProfile
 import ctypes
 import faulthandler
 import os
 import signal
 import sys
+import time
 import traceback
 
 from sddf.config import PdConfig
 from sddf.system import load_program
 
 FAULT_EXIT = 70
+#: set to a directory to profile every PD (CPU time, cProfile); each writes <pd>.pstats when stopped
+PROFILE_ENV = "SDDF_PROFILE_DIR"
 PR_SET_NAME = 15
 PR_SET_PDEATHSIG = 1
 
@@ -52,10 +57,17 @@ def main(argv: list[str]) -> None:
     os.set_inheritable(pd.fault_fd, False)  # a child this PD starts must not hold the monitor's pipe
     fault = os.fdopen(pd.fault_fd, "w", buffering=1)
     faulthandler.enable(file=fault)
+    profile_dir = os.environ.get(PROFILE_ENV)
+    profiler = cProfile.Profile(time.thread_time_ns, 1e-9) if profile_dir else None
     try:
         component = load_program(pd.program)(pd)
-        component.run()
+        if profiler is not None:
+            profiler.runcall(component.run)
+        else:
+            component.run()
     except SystemExit as done:  # stopped between handlers (SIGTERM)
+        if profiler is not None:
+            profiler.dump_stats(os.path.join(profile_dir, f"{pd.name}.pstats"))
         os._exit(done.code if isinstance(done.code, int) else 0)
     except BaseException as exc:  # noqa: BLE001 - every escape is a fault to report
         fault.write(f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
