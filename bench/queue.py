@@ -128,12 +128,12 @@ class SddfNet:
             return not src.empty()
 
         def step() -> int:
-            descs = src.dequeue_many(batch)
+            descs = src.dequeue_flat(batch)  # the batch API for forwarding descriptors unchanged
             if descs:
-                dst.enqueue_many(descs)  # always fits: there are only CAPACITY buffers
+                moved = dst.enqueue_flat(descs)  # always fits: there are only CAPACITY buffers
                 if signal_needed(dst.flag):
                     end.notify()
-                return len(descs)
+                return moved
             if not request_and_recheck(flag, has_work):
                 waiter.wait(SLEEP_TIMEOUT_S)
             return 0
@@ -256,13 +256,13 @@ class SddfOneWay:
 
     def producer(self) -> Step:
         active = NetProducer("active", self.region.view, CAPACITY)
-        descs = [(i * NET_BUFFER_SIZE, 64, 0) for i in range(self.batch)]
-        return lambda: active.enqueue_many(descs)
+        descs = tuple(x for i in range(self.batch) for x in (i * NET_BUFFER_SIZE, 64, 0))
+        return lambda: active.enqueue_flat(descs)
 
     def consumer(self) -> Step:
         active = NetConsumer("active", self.region.view, CAPACITY, SddfNet.validator())
         batch = self.batch
-        return lambda: len(active.dequeue_many(batch))
+        return lambda: len(active.dequeue_flat(batch)) // 3
 
     def close(self) -> None:
         self.region.close()

@@ -100,20 +100,26 @@ class RingEnd:
         """Read and validate the peer's index; return the number of entries in the queue."""
         peer = self._load(self._ptr, self._peer_offset)
         if peer != self._peer:
-            moved = (peer - self._peer) & self._mask
-            used_before = self._used(self._peer)
-            if self.is_producer:
-                bad = moved > used_before  # head passed our tail, or moved backwards
-            else:
-                bad = used_before + moved > self.capacity  # tail overran, or moved backwards
-            if bad:
-                which = "head" if self.is_producer else "tail"
-                raise QueueProtocolError(
-                    self.name, f"peer's {which} jumped from {self._peer} to {peer} "
-                               f"(our {'tail' if self.is_producer else 'head'} is {self._own}, "
-                               f"capacity {self.capacity})")
-            self._peer = peer
-        return self._used(peer)
+            self._accept_peer(peer)
+        if self.is_producer:
+            return (self._own - peer) & self._mask
+        return (peer - self._own) & self._mask
+
+    def _accept_peer(self, peer: int) -> None:
+        """Take the peer's new index if it moved forward within the capacity, else refuse it."""
+        moved = (peer - self._peer) & self._mask
+        used_before = self._used(self._peer)
+        if self.is_producer:
+            bad = moved > used_before  # head passed our tail, or moved backwards
+        else:
+            bad = used_before + moved > self.capacity  # tail overran, or moved backwards
+        if bad:
+            which = "head" if self.is_producer else "tail"
+            raise QueueProtocolError(
+                self.name, f"peer's {which} jumped from {self._peer} to {peer} "
+                           f"(our {'tail' if self.is_producer else 'head'} is {self._own}, "
+                           f"capacity {self.capacity})")
+        self._peer = peer
 
     # ---- queries ------------------------------------------------------------------------
     @property
@@ -134,16 +140,14 @@ class RingEnd:
     def free_slots(self) -> int:
         return self.capacity - self._refresh()
 
-    def _slot(self) -> int:
-        return self._own & (self.capacity - 1)
 
     def _advance(self, count: int) -> None:
         """Publish ``count`` entries (producer) or release them (consumer) with one store."""
         self._own = (self._own + count) & self._mask
         self._store(self._ptr, self._own_offset, self._own)
 
-    def _segments(self, count: int) -> tuple[tuple[int, int], ...]:
-        """Slot ranges ``(first, n)`` covering ``count`` entries from our index, split at the wrap."""
-        first = self._slot()
-        n = min(count, self.capacity - first)
-        return ((first, n),) if n == count else ((first, n), (0, count - n))
+    def _first_run(self, count: int) -> tuple[int, int]:
+        """``(slot, n)``: where ``count`` entries from our index start, and how many of them come
+        before the end of the ring (the other ``count - n`` continue from slot 0)."""
+        first = self._own & (self.capacity - 1)
+        return first, min(count, self.capacity - first)

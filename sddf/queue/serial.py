@@ -36,10 +36,10 @@ class SerialProducer(_SerialEnd):
         count = min(len(data), self.capacity - self._refresh())
         if count <= 0:
             return 0
-        done = 0
-        for first, n in self._segments(count):
-            self._data[first:first + n] = data[done:done + n]
-            done += n
+        first, n = self._first_run(count)
+        self._data[first:first + n] = data[:n]
+        if count > n:  # wraps to the start of the data region
+            self._data[:count - n] = data[n:count]
         self._advance(count)
         return count
 
@@ -57,6 +57,9 @@ class SerialConsumer(_SerialEnd):
             count = max_count
         if count <= 0:
             return b""
-        out = b"".join(bytes(self._data[first:first + n]) for first, n in self._segments(count))
+        first, n = self._first_run(count)
+        out = bytes(self._data[first:first + n])
+        if count > n:  # wraps to the start of the data region
+            out += bytes(self._data[:count - n])
         self._advance(count)
         return out
