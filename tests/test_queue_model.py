@@ -9,6 +9,7 @@ them with the model.
 from __future__ import annotations
 
 from collections import deque
+from itertools import chain
 from typing import Any
 
 import pytest
@@ -16,12 +17,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from queue_fixtures import CAPACITIES, KIND_IDS, KINDS, QueueKind, QueueMemory, near_wrap, uint
+from queue_fixtures import CAPACITIES, KIND_IDS, KINDS, EntryKind, QueueKind, QueueMemory, near_wrap, uint
 from sddf.queue.ring import RingEnd
 
 pytestmark = pytest.mark.timeout(60)
 
 ENDS = st.sampled_from(["producer", "consumer"])
+MAX_COUNTS = st.none() | st.integers(0, 2 * max(CAPACITIES))
 
 
 class Model:
@@ -78,9 +80,13 @@ def machine_for(kind: QueueKind) -> type[RuleBasedStateMachine]:
         def enqueue(self, item: Any) -> None:
             assert kind.put(self.producer, item) == (self.model.push([item]) == 1)
 
+        def draw_batch(self, data: st.DataObject) -> list[Any]:
+            """Up to two queuefuls of items: often more than there is room for."""
+            return data.draw(st.lists(kind.item, max_size=2 * self.model.capacity + 1), label="batch")
+
         @rule(data=st.data())
         def enqueue_many(self, data: st.DataObject) -> None:
-            batch = data.draw(st.lists(kind.item, max_size=2 * self.model.capacity + 1), label="batch")
+            batch = self.draw_batch(data)
             assert kind.put_many(self.producer, batch) == self.model.push(batch)
 
         @rule()
@@ -88,7 +94,7 @@ def machine_for(kind: QueueKind) -> type[RuleBasedStateMachine]:
             expected = self.model.pop(1)
             assert kind.take(self.consumer) == (expected[0] if expected else None)
 
-        @rule(max_count=st.none() | st.integers(0, 2 * max(CAPACITIES)))
+        @rule(max_count=MAX_COUNTS)
         def dequeue_many(self, max_count: int | None) -> None:
             assert kind.take_many(self.consumer, max_count) == self.model.pop(max_count)
 
@@ -115,6 +121,17 @@ def machine_for(kind: QueueKind) -> type[RuleBasedStateMachine]:
             """The slots from head to tail hold the model's items, in order."""
             stored = [self.mem.item_at(self.model.head + i) for i in range(len(self.model.items))]
             assert stored == list(self.model.items)
+
+        if isinstance(kind, EntryKind):
+            @rule(data=st.data())
+            def enqueue_flat(self, data: st.DataObject) -> None:
+                batch = self.draw_batch(data)
+                assert self.producer.enqueue_flat(tuple(chain.from_iterable(batch))) == self.model.push(batch)
+
+            @rule(max_count=MAX_COUNTS)
+            def dequeue_flat(self, max_count: int | None) -> None:
+                expected = tuple(chain.from_iterable(self.model.pop(max_count)))
+                assert self.consumer.dequeue_flat(max_count) == expected
 
         if kind.flag_offset is None:
             @invariant()
@@ -154,7 +171,7 @@ def machine_for(kind: QueueKind) -> type[RuleBasedStateMachine]:
                 assert self.mem.header[kind.plugged_offset] == self.model.plugged
                 assert self.consumer.plugged() == self.model.plugged
 
-    QueueMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=50, deadline=None)
+    QueueMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=50, deadline=None)
     return QueueMachine
 
 

@@ -15,6 +15,7 @@ from sddf.queue.ring import Layout, QueueProtocolError, RingEnd
 
 # A validator looks at a batch as flat field tuples (field k of entry i at i*nfields+k)
 # and returns (position in the batch, what is wrong) for the first bad entry, or None.
+MAX_CACHED_BATCHES = 128
 Validator = Callable[[tuple], "tuple[int, str] | None"]
 
 
@@ -30,9 +31,12 @@ class EntryFormat:
         self._batches: dict[int, struct.Struct] = {}
 
     def batch(self, count: int) -> struct.Struct:
-        """The struct for ``count`` consecutive entries (cached)."""
+        """The struct for ``count`` consecutive entries (cached; the cache is bounded because
+        a struct for n entries costs O(n) memory and batch sizes vary)."""
         s = self._batches.get(count)
         if s is None:
+            if len(self._batches) >= MAX_CACHED_BATCHES:
+                self._batches.clear()
             s = self._batches[count] = struct.Struct("<" + self.body * count)
         return s
 
