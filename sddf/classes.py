@@ -39,10 +39,6 @@ class Timer:
         self.driver.config.update(asdict(TimerDriverConfig(irq=irq.id, clients=channels)))
 
 
-def mac_str(mac: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in mac)
-
-
 class Net:
     """A TAP net driver, virt_rx, virt_tx and their clients, wired like sdfgen's ``Sddf.Net``.
 

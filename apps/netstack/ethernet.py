@@ -18,11 +18,6 @@ def parse_mac(text: str) -> bytes:
     return mac
 
 
-def format_mac(mac: bytes) -> str:
-    """6 bytes -> '02:00:00:00:00:01'."""
-    return mac.hex(":")
-
-
 def is_unicast(mac: bytes) -> bool:
     """False for broadcast and multicast (group bit set) addresses."""
     return not mac[0] & 1

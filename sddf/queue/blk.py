@@ -11,7 +11,6 @@ Indices are free-running u32; block numbers and counts are in BLK_TRANSFER_SIZE 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from enum import IntEnum
 from operator import add, mul
 from itertools import repeat
@@ -138,25 +137,6 @@ class RespProducer(EntryProducer):
 class RespConsumer(EntryConsumer):
     def __init__(self, name: str, buffer: Any, capacity: int) -> None:
         super().__init__(name, buffer, capacity, LAYOUT, RESP_FORMAT, response_validator)
-
-
-@dataclass
-class BlkQueueHandle:
-    """The request and response queue shared with one neighbour (sDDF's blk_queue_handle_t)."""
-
-    req: ReqProducer | ReqConsumer
-    resp: RespProducer | RespConsumer
-    capacity: int
-
-
-def blk_queue_handle(name: str, req: Any, resp: Any, capacity: int, *, client: bool,
-                     validate: Validator | None = None) -> BlkQueueHandle:
-    """Attach to a request/response pair: as the client (produces requests) or the server."""
-    if client:
-        return BlkQueueHandle(ReqProducer(f"{name}.req", req, capacity),
-                              RespConsumer(f"{name}.resp", resp, capacity), capacity)
-    return BlkQueueHandle(ReqConsumer(f"{name}.req", req, capacity, validate),
-                          RespProducer(f"{name}.resp", resp, capacity), capacity)
 
 
 # ---- storage info ---------------------------------------------------------------------------
