@@ -31,7 +31,7 @@ from sddf import atomic
 from sddf.component import PPC_CALLEE_FAULTED
 from sddf.signal import call_word_offset, channel_pair
 from sddf.stats import STATS_SIZE, read_stats
-from sddf.system import ProtectionDomain, SystemDescription, load_program
+from sddf.system import Channel, ProtectionDomain, SystemDescription, load_program
 
 STOP_GRACE_S = 1.0
 PARENT_ANSWER_S = 2.0
@@ -95,6 +95,7 @@ class Monitor:
         self._sockets: list[socket.socket] = []
         self._calls: list[CallPath] = []
         self._call_pages: list[Region] = []
+        self._fault_sockets: dict[str, socket.socket] = {}  # a parent PD's end for its children's faults
         self.pds: dict[str, PdState] = {}
         self._epoll = select.epoll()
         self._by_fd: dict[int, Callable[[], None]] = {}
@@ -116,32 +117,9 @@ class Monitor:
                 fd = region.fd if m.perms == "rw" else self._own(region.readonly_fd())
                 cfg.regions[m.local_name] = RegionGrant(fd, region.size, m.perms == "rw", m.region.io_addr)
         for ch in self.sdf.channels:
-            end_a, end_b = channel_pair()
-            self._fds += [end_a.recv_eventfd, end_a.send_eventfd, end_a.words_fd,
-                          end_b.recv_eventfd, end_b.send_eventfd, end_b.words_fd]
-            ppc_a = ppc_b = None
-            if ch.pp_a or ch.pp_b:
-                sa, sb = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-                self._sockets += [sa, sb]
-                ppc_a, ppc_b = sa.fileno(), sb.fileno()
-                words = Region.from_fd(f"channel {ch.pd_a.name}<->{ch.pd_b.name}", os.dup(end_a.words_fd),
-                                       PAGE_SIZE, True)
-                self._call_pages.append(words)
-                for caller, callee, callee_sock, recv_offset, pp in (
-                        (ch.pd_a, ch.pd_b, sb, end_a.recv_offset, ch.pp_a),
-                        (ch.pd_b, ch.pd_a, sa, end_b.recv_offset, ch.pp_b)):
-                    if pp:
-                        self._calls.append(CallPath(caller.name, callee.name, callee_sock, words,
-                                                    call_word_offset(recv_offset)))
-            configs[ch.pd_a.name].channels[ch.pd_a_id] = ChannelGrant(
-                end_a.recv_eventfd, end_a.send_eventfd, end_a.words_fd, end_a.recv_offset,
-                end_a.send_offset, ch.pd_b.name, ppc_a, ch.pp_a, ch.pp_b)
-            configs[ch.pd_b.name].channels[ch.pd_b_id] = ChannelGrant(
-                end_b.recv_eventfd, end_b.send_eventfd, end_b.words_fd, end_b.recv_offset,
-                end_b.send_offset, ch.pd_a.name, ppc_b, ch.pp_b, ch.pp_a)
+            self._wire_channel(ch, configs)
         for irq in self.sdf.irqs:
             configs[irq.pd.name].irqs[irq.id] = self._own(open_device(irq.source))
-        self._fault_sockets: dict[str, socket.socket] = {}
         for pd in self.sdf.pds:
             if pd.children:
                 mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -152,6 +130,32 @@ class Monitor:
             stats = Region.create(f"stats:{pd.name}", STATS_SIZE)
             configs[pd.name].stats_fd = stats.fd
             self.pds[pd.name] = PdState(pd, configs[pd.name], pd.program, stats=stats)
+
+    def _wire_channel(self, ch: Channel, configs: dict[str, PdConfig]) -> None:
+        """A channel's notification fds for both ends, and its PPC socket and call words if it has PPC."""
+        end_a, end_b = channel_pair()
+        self._fds += [end_a.recv_eventfd, end_a.send_eventfd, end_a.words_fd,
+                      end_b.recv_eventfd, end_b.send_eventfd, end_b.words_fd]
+        ppc_a = ppc_b = None
+        if ch.pp_a or ch.pp_b:
+            sa, sb = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            self._sockets += [sa, sb]
+            ppc_a, ppc_b = sa.fileno(), sb.fileno()
+            words = Region.from_fd(f"channel {ch.pd_a.name}<->{ch.pd_b.name}", os.dup(end_a.words_fd),
+                                   PAGE_SIZE, True)
+            self._call_pages.append(words)
+            for caller, callee, callee_sock, recv_offset, pp in (
+                    (ch.pd_a, ch.pd_b, sb, end_a.recv_offset, ch.pp_a),
+                    (ch.pd_b, ch.pd_a, sa, end_b.recv_offset, ch.pp_b)):
+                if pp:
+                    self._calls.append(CallPath(caller.name, callee.name, callee_sock, words,
+                                                call_word_offset(recv_offset)))
+        configs[ch.pd_a.name].channels[ch.pd_a_id] = ChannelGrant(
+            end_a.recv_eventfd, end_a.send_eventfd, end_a.words_fd, end_a.recv_offset,
+            end_a.send_offset, ch.pd_b.name, ppc_a, ch.pp_a, ch.pp_b)
+        configs[ch.pd_b.name].channels[ch.pd_b_id] = ChannelGrant(
+            end_b.recv_eventfd, end_b.send_eventfd, end_b.words_fd, end_b.recv_offset,
+            end_b.send_offset, ch.pd_a.name, ppc_b, ch.pp_b, ch.pp_a)
 
     def _own(self, fd: int) -> int:
         self._fds.append(fd)
