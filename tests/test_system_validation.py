@@ -200,3 +200,26 @@ def test_several_problems_are_all_reported_at_once() -> None:
     assert len(found) == len(expected), found
     for culprits in expected:
         assert any(all(c in p for c in culprits) for p in found), (culprits, found)
+
+
+def test_a_pd_has_at_most_one_parent() -> None:
+    parent, other, child = pd("parent", 120), pd("other", 120), pd("child")
+    parent.add_child_pd(child)
+    with pytest.raises(InvalidSystem) as err:
+        other.add_child_pd(child)
+    assert "'child'" in str(err.value) and "'parent'" in str(err.value) and "'other'" in str(err.value)
+
+
+def test_child_ids_are_unique_and_in_range() -> None:
+    parent, a, b = pd("parent", 120), pd("a"), pd("b")
+    parent.add_child_pd(a, 3)
+    with pytest.raises(InvalidSystem, match="child id 3 is already 'a'"):
+        parent.add_child_pd(b, 3)
+    parent.add_child_pd(b, 70)
+    only_problem(system(parent, a, b), "'parent'", "child id 70")
+
+
+def test_child_must_be_in_the_system() -> None:
+    parent, stray = pd("parent", 120), pd("stray")
+    parent.add_child_pd(stray)
+    only_problem(system(parent), "'parent'", "'stray'")
