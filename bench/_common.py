@@ -18,6 +18,7 @@ import json  # noqa: E402
 import pstats  # noqa: E402
 import struct  # noqa: E402
 import subprocess  # noqa: E402
+import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Iterator, Sequence  # noqa: E402
@@ -64,11 +65,19 @@ def pm_qos(latency_us: int = 0) -> Iterator[str]:
         os.close(fd)
 
 
-def load_note() -> str:
-    """The 1-minute load average against the CPU count: other work skews every number here."""
-    load, cpus = os.getloadavg()[0], len(os.sched_getaffinity(0))
-    warn = " [yellow](the machine is busy: expect noise)[/yellow]" if load > 0.5 else ""
-    return f"load average {load:.2f} on {cpus} CPUs{warn}"
+def busy_note(seconds: float = 1.0) -> str:
+    """How busy the CPUs are with other work right now (sampled before measuring): it skews every number."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:]]
+        return sum(ticks), ticks[3] + ticks[4]  # all, idle + iowait
+
+    total0, idle0 = sample()
+    time.sleep(seconds)
+    total1, idle1 = sample()
+    busy = 1 - (idle1 - idle0) / max(1, total1 - total0)
+    warn = " [yellow](other work is running: expect noise)[/yellow]" if busy > 0.1 else ""
+    return f"CPUs {busy:.0%} busy before the run{warn}"
 
 
 def two_cpus() -> tuple[int, int] | None:

@@ -3,8 +3,8 @@
 
 * sddf net queue — the product: a producer takes buffers from the free queue and puts them on
   the active queue, the consumer takes them from active and returns them on free, 512 buffers
-  circulating in queues of capacity 512. Both ends validate what they dequeue
-  (``buffer_validator``), sleep on a :class:`~sddf.signal.Waiter` after
+  circulating in queues of capacity 512, each batch moved with ``dequeue_flat``/``enqueue_flat``.
+  Both ends validate what they dequeue (``buffer_validator``), sleep on a :class:`~sddf.signal.Waiter` after
   ``request_and_recheck`` and notify after publishing when ``signal_needed`` says so.
 * bare struct ring — the pure-Python ceiling: one ring in shared memory, same 16-byte
   descriptors, one ``pack_into`` per batch and the index stored with ``pack_into``; no
@@ -38,7 +38,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import faster_fifo
 
@@ -46,7 +46,8 @@ from _common import Target, console, rate
 from sddf.queue.net import (DESC_SIZE, NET_BUFFER_SIZE, NetConsumer, NetProducer, buffer_validator,
                             fill_free, queue_size)
 from sddf.shm import Region, round_to_pages
-from sddf.signal import ChannelEnd, Waiter, channel_pair, request_and_recheck, signal_needed
+from sddf.signal import (ChannelEnd, ChannelEndFds, Waiter, channel_pair, request_and_recheck,
+                         signal_needed)
 
 CAPACITY = 512
 MP_MESSAGE = bytes(64)
@@ -57,15 +58,28 @@ CHECK_CLOCK_EVERY = 64  # steps between clock reads while work keeps coming
 Step = Callable[[], int]  # one batch of work; returns the descriptors moved (0: none available)
 
 
+class System(Protocol):
+    """A queue under test, set up in the parent; forked children build their ends' steps."""
+
+    name: str
+    key: str
+
+    def producer(self) -> Step: ...
+    def consumer(self) -> Step: ...
+    def close(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class Plan:
+    """Which batch sizes, how long each measurement runs (after a warm-up), how many times."""
+
     batches: list[int]
     duration: float
     warmup: float
     repeats: int
 
 
-QUICK = Plan(batches=[1, 32], duration=0.5, warmup=0.1, repeats=1)
+QUICK = Plan(batches=[1, 32], duration=0.3, warmup=0.1, repeats=3)
 FULL = Plan(batches=[1, 8, 32, 128], duration=2.0, warmup=0.2, repeats=3)
 
 
@@ -117,7 +131,7 @@ class SddfNet:
         """What both ends check: a whole buffer of the CAPACITY-buffer data region."""
         return buffer_validator(0, CAPACITY * NET_BUFFER_SIZE)
 
-    def _forward(self, src: NetConsumer, dst: NetProducer, fds) -> Step:
+    def _forward(self, src: NetConsumer, dst: NetProducer, fds: ChannelEndFds) -> Step:
         """Move up to a batch from ``src`` to ``dst``, notify the peer if it asked; sleep when ``src`` is empty."""
         end = ChannelEnd.attach(fds)
         waiter = Waiter()
@@ -371,7 +385,7 @@ def _worker(make: Callable[[], Step], role: str, barrier, results, plan: Plan,
         results.put((role, None, traceback.format_exc()))
 
 
-def run_pair(system, plan: Plan, profile: Path | None = None) -> dict[str, tuple[int, float]]:
+def run_pair(system: System, plan: Plan, profile: Path | None = None) -> dict[str, tuple[int, float]]:
     """Run the system's producer and consumer in two forked processes; return role → (count, seconds)."""
     ctx = multiprocessing.get_context("fork")
     barrier, results = ctx.Barrier(2), ctx.Queue()
@@ -397,16 +411,22 @@ def run_pair(system, plan: Plan, profile: Path | None = None) -> dict[str, tuple
     return got
 
 
-def measure_python(cls, batch: int, plan: Plan) -> float:
-    """One run of a Python system: descriptors per second the consumer received."""
-    system = cls(batch)
-    try:
-        count, seconds = run_pair(system, plan)["consumer"]
-    finally:
-        system.close()
-    if not count:
-        raise RuntimeError(f"{cls.name} at batch {batch} moved nothing in {seconds:.2f} s")
-    return count / seconds
+def measure_python(cls: Callable[[int], System], batch: int, plan: Plan, attempts: int = 3) -> float:
+    """One run of a Python system: descriptors per second the consumer received.
+
+    A run that moves nothing is retried: the bare rings can wedge for good when a peer reads an
+    index half-written by ``pack_into`` (that is what the atomics in the sddf queues prevent)."""
+    for _ in range(attempts):
+        system = cls(batch)
+        try:
+            count, seconds = run_pair(system, plan)["consumer"]
+        finally:
+            system.close()
+        if count:
+            return count / seconds
+        console.print(f"  [yellow]{system.name} at batch {batch} moved nothing in {seconds:.2f} s; "
+                      f"running it again[/yellow]")
+    raise RuntimeError(f"{system.name} at batch {batch} moved nothing in {attempts} runs")
 
 
 def measure_c(binary: Path, batch: int, plan: Plan) -> float:
@@ -506,15 +526,15 @@ def main() -> None:
     plan = Plan(plan.batches, args.duration or plan.duration, plan.warmup, args.repeats or plan.repeats)
     out = _common.out_dir(args.out)
     with _common.pm_qos() as qos:
-        console.print(f"PM-QoS: {qos}; producer/consumer pinned to CPUs {CPUS}; {_common.load_note()}\n{plan}")
+        console.print(f"PM-QoS: {qos}; producer/consumer pinned to CPUs {CPUS}; {_common.busy_note()}")
         if args.profile:
             profile_ours(HEADLINE, plan, out)
             return
+        console.print(plan)
         c_binary = _common.build_c(Path(__file__).resolve().parent / "c" / "ring.c", out)
         samples = collect(plan, c_binary)
     figures = {key: {b: statistics.median(v) for b, v in by_batch.items()} for key, by_batch in samples.items()}
     ratios = report(figures, plan, out)
-    console.print(f"after the run: {_common.load_note()}")
     if args.json:
         _common.write_json(args.json, ratios,
                            {k: {str(b): r for b, r in v.items()} for k, v in figures.items()},

@@ -13,11 +13,14 @@ void store_release_u64(uint8_t *base, size_t off, uint64_t value);
 void fence_seq_cst(void);
 uint64_t exchange_u64(uint8_t *base, size_t off, uint64_t value);
 uint64_t fetch_or_u64(uint8_t *base, size_t off, uint64_t bits);
+long net_copy_check(uint8_t *dst, const uint8_t *ring, size_t first, size_t count, size_t capacity,
+                    uint64_t lo, uint64_t hi, uint32_t max_len, uint32_t max_oid);
 """
 
 SOURCE = """
 #include <stdint.h>
 #include <stddef.h>
+#include <string.h>
 #define LOAD(T, N) T load_acquire_##N(const uint8_t *base, size_t off) \\
     { return __atomic_load_n((const T *)(base + off), __ATOMIC_ACQUIRE); }
 #define STORE(T, N) void store_release_##N(uint8_t *base, size_t off, T value) \\
@@ -29,6 +32,23 @@ uint64_t exchange_u64(uint8_t *base, size_t off, uint64_t value)
     { return __atomic_exchange_n((uint64_t *)(base + off), value, __ATOMIC_SEQ_CST); }
 uint64_t fetch_or_u64(uint8_t *base, size_t off, uint64_t bits)
     { return __atomic_fetch_or((uint64_t *)(base + off), bits, __ATOMIC_SEQ_CST); }
+/* Copy count 16-byte net descriptors from slot first of a ring (wrapping) into dst, then check
+   the copy (never the shared ring, which the peer may still change): index of the first
+   descriptor outside [lo, hi] or over max_len / max_oid, or -1. */
+long net_copy_check(uint8_t *dst, const uint8_t *ring, size_t first, size_t count, size_t capacity,
+                    uint64_t lo, uint64_t hi, uint32_t max_len, uint32_t max_oid)
+{
+    size_t n = capacity - first < count ? capacity - first : count;
+    memcpy(dst, ring + 16 * first, 16 * n);
+    memcpy(dst + 16 * n, ring, 16 * (count - n));
+    for (size_t i = 0; i < count; i++) {
+        uint64_t off; uint16_t len; uint8_t oid;
+        memcpy(&off, dst + 16 * i, 8); memcpy(&len, dst + 16 * i + 8, 2); oid = dst[16 * i + 10];
+        if (off < lo || off > hi || len > max_len || oid > max_oid)
+            return (long)i;
+    }
+    return -1;
+}
 """
 
 ffibuilder = FFI()

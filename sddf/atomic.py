@@ -23,6 +23,7 @@ store_release_u64 = lib.store_release_u64
 fence = lib.fence_seq_cst
 exchange_u64 = lib.exchange_u64
 fetch_or_u64 = lib.fetch_or_u64
+net_copy_check = lib.net_copy_check  # copy net descriptors out of a ring and check them (queue/net.py)
 
 LOADS = {16: load_acquire_u16, 32: load_acquire_u32, 64: load_acquire_u64}
 STORES = {16: store_release_u16, 32: store_release_u32, 64: store_release_u64}

@@ -11,6 +11,7 @@ import struct
 from itertools import chain
 from typing import Any, Callable, Sequence
 
+from sddf import atomic
 from sddf.queue.ring import Layout, QueueProtocolError, RingEnd
 
 # A validator looks at a batch as flat field tuples (field k of entry i at i*nfields+k)
@@ -97,6 +98,13 @@ class EntryConsumer(RingEnd):
         self._fmt = fmt
         self._entries = fmt.entries_view(buffer, capacity)
         self._validate = validate
+        # A validator that can check raw entries in C (see net.BufferValidator.copy_check) gets
+        # each batch copied out of shared memory into a private buffer, checked there, then unpacked.
+        self._copy_check = getattr(validate, "copy_check", None)
+        if self._copy_check is not None:
+            self._private = bytearray(fmt.size * capacity)
+            self._private_ptr = atomic.pointer(self._private)
+            self._entries_ptr = atomic.pointer(self._entries)
 
     def dequeue(self) -> tuple | None:
         """Take one entry, or None if the queue is empty."""
@@ -120,10 +128,15 @@ class EntryConsumer(RingEnd):
             return ()
         fmt = self._fmt
         first, n = self._first_run(count)
-        flat = fmt.batch(n).unpack_from(self._entries, first * fmt.size)
-        if count > n:  # split at the end of the ring
-            flat += fmt.batch(count - n).unpack_from(self._entries, 0)
-        if self._validate is not None:
+        bad = -1
+        if self._copy_check is not None:
+            bad = self._copy_check(self._private_ptr, self._entries_ptr, first, count, self.capacity)
+            flat = fmt.batch(count).unpack_from(self._private, 0)
+        else:
+            flat = fmt.batch(n).unpack_from(self._entries, first * fmt.size)
+            if count > n:  # split at the end of the ring
+                flat += fmt.batch(count - n).unpack_from(self._entries, 0)
+        if self._validate is not None and (bad >= 0 or self._copy_check is None):  # the message
             problem = self._validate(flat)
             if problem is not None:
                 index = (self._own + problem[0]) & self._mask

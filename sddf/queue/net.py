@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from sddf.atomic import net_copy_check
 from sddf.queue.entries import EntryConsumer, EntryFormat, EntryProducer, Validator, first_bad
 from sddf.queue.ring import Layout
 
@@ -36,25 +37,39 @@ def queue_size(capacity: int) -> int:
     return FORMAT.region_size(capacity)
 
 
-def buffer_validator(base: int, size: int, buffer_size: int = NET_BUFFER_SIZE) -> Validator:
-    """Accept only descriptors naming a whole buffer inside [base, base+size) holding ≤ buffer_size bytes."""
-    highest = base + size - buffer_size
+class BufferValidator:
+    """Accept only descriptors naming a whole buffer inside [base, base+size) holding ≤ buffer_size
+    bytes, with a 6-bit oid. Callable on a flat batch (a :data:`Validator`), and with
+    :meth:`copy_check` for consumers that copy a batch out of the ring and check it in C."""
 
-    def bad(offset: int, length: int, oid: int) -> bool:
-        return not base <= offset <= highest or length > buffer_size or oid > MAX_OID
+    def __init__(self, base: int, size: int, buffer_size: int = NET_BUFFER_SIZE) -> None:
+        self.base, self.size, self.buffer_size = base, size, buffer_size
+        self.highest = base + size - buffer_size
 
-    def validate(flat: tuple) -> tuple[int, str] | None:
-        offsets, lengths = flat[0::3], flat[1::3]
-        if (min(offsets) >= base and max(offsets) <= highest and max(lengths) <= buffer_size
+    def _bad(self, offset: int, length: int, oid: int) -> bool:
+        return not self.base <= offset <= self.highest or length > self.buffer_size or oid > MAX_OID
+
+    def __call__(self, flat: tuple) -> tuple[int, str] | None:
+        offsets = flat[0::3]
+        if (min(offsets) >= self.base and max(offsets) <= self.highest and max(flat[1::3]) <= self.buffer_size
                 and max(flat[2::3]) <= MAX_OID):
             return None
-        i = first_bad(flat, 3, bad)
+        i = first_bad(flat, 3, self._bad)
         assert i is not None
         return i, (f"descriptor io_or_offset={flat[3 * i]:#x} len={flat[3 * i + 1]} oid={flat[3 * i + 2]} "
-                   f"is not a buffer of ≤{buffer_size} bytes inside [{base:#x}, {base + size:#x}) "
-                   f"with a 6-bit oid")
+                   f"is not a buffer of ≤{self.buffer_size} bytes inside [{self.base:#x}, "
+                   f"{self.base + self.size:#x}) with a 6-bit oid")
 
-    return validate
+    def copy_check(self, dst: Any, ring: Any, first: int, count: int, capacity: int) -> int:
+        """Copy ``count`` descriptors from slot ``first`` of ``ring`` (wrapping) to ``dst``; check the
+        copy; return the position of the first bad one, or -1."""
+        return net_copy_check(dst, ring, first, count, capacity, self.base, self.highest,
+                              self.buffer_size, MAX_OID)
+
+
+def buffer_validator(base: int, size: int, buffer_size: int = NET_BUFFER_SIZE) -> BufferValidator:
+    """See :class:`BufferValidator`."""
+    return BufferValidator(base, size, buffer_size)
 
 
 class NetProducer(EntryProducer):
