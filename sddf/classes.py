@@ -84,7 +84,7 @@ class Net:
                 QueuePair(free.name, active.name, self.capacity, ch.pd_b_id))
 
     def connect(self) -> None:
-        cap, data_size = self.capacity, self.capacity * NET_BUFFER_SIZE
+        data_size = self.capacity * NET_BUFFER_SIZE
         rx_data = self._io_region("net_rx_data", data_size)
         self.driver.add_map(Map(rx_data, "rw"))
         self.virt_rx.add_map(Map(rx_data, "r"))

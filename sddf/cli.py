@@ -10,7 +10,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from typing import Any
 
 from sddf.system import InvalidSystem, SystemDescription

@@ -12,7 +12,7 @@ import os
 from sddf.component import Component
 from sddf.config import NetDriverConfig
 from sddf.queue.net import BufferSpace, consuming_side, producing_side
-from sddf.signal import request_and_recheck, signal_needed
+from sddf.signal import drain, request_and_recheck, signal_needed
 
 BATCH = 64
 
@@ -84,28 +84,24 @@ class TapDriver(Component):
     # ---- tx -------------------------------------------------------------------------------
     def transmit(self) -> None:
         """Write every frame virt_tx queued, returning each buffer on tx free."""
-        free, active = self.tx_free, self.tx_active
-        while True:
-            descs = active.dequeue_many(BATCH)
-            if not descs:
-                if request_and_recheck(active.flag, lambda: not active.empty()):
-                    continue
-                return
-            done = []
-            for io, length, oid in descs:
-                buf = self.tx_space.slot(io)
-                if buf is None:
-                    self.counters["tx_bad_buffer"] += 1
-                    continue  # not a buffer we can name: it cannot be returned either
-                done.append((io, 0, oid))
-                if not 0 < length <= len(buf):
-                    self.counters["tx_bad_length"] += 1
-                    continue
-                try:
-                    os.write(self.tap, buf[:length])
-                    self.counters["tx_frames"] += 1
-                except OSError:
-                    self.counters["tx_dropped"] += 1
-            free.enqueue_many(done)
-            if done and signal_needed(free.flag):
-                self.notify(self.config.tx.channel)
+        drain(self.tx_active, self._write, BATCH)
+
+    def _write(self, descs: list[tuple]) -> None:
+        done = []
+        for io, length, oid in descs:
+            buf = self.tx_space.slot(io)
+            if buf is None:
+                self.counters["tx_bad_buffer"] += 1
+                continue  # not a buffer we can name: it cannot be returned either
+            done.append((io, 0, oid))
+            if not 0 < length <= len(buf):
+                self.counters["tx_bad_length"] += 1
+                continue
+            try:
+                os.write(self.tap, buf[:length])
+                self.counters["tx_frames"] += 1
+            except OSError:
+                self.counters["tx_dropped"] += 1
+        self.tx_free.enqueue_many(done)
+        if done and signal_needed(self.tx_free.flag):
+            self.notify(self.config.tx.channel)

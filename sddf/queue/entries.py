@@ -14,9 +14,10 @@ from typing import Any, Callable, Sequence
 from sddf import atomic
 from sddf.queue.ring import Layout, QueueProtocolError, RingEnd
 
+MAX_CACHED_BATCHES = 128  # batch structs kept per entry format
+
 # A validator looks at a batch as flat field tuples (field k of entry i at i*nfields+k)
 # and returns (position in the batch, what is wrong) for the first bad entry, or None.
-MAX_CACHED_BATCHES = 128
 Validator = Callable[[tuple], "tuple[int, str] | None"]
 
 

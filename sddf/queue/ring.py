@@ -140,7 +140,6 @@ class RingEnd:
     def free_slots(self) -> int:
         return self.capacity - self._refresh()
 
-
     def _advance(self, count: int) -> None:
         """Publish ``count`` entries (producer) or release them (consumer) with one store."""
         self._own = (self._own + count) & self._mask
