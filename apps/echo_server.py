@@ -25,8 +25,8 @@ class EchoServer(NetClient):
         self.counters = self.stack.counters  # the stack's drop counters are published with ours
         self.echo = EchoService(self.stack, udp_port=UDP_ECHO_PORT, tcp_port=TCP_ECHO_PORT)
         self.timer_due: int | None = None
-        print(f"{self.name}: echo server on {self.config.ip} ({self.config.mac.hex(':')}): "
-              f"UDP {UDP_ECHO_PORT}, TCP {TCP_ECHO_PORT}, ping", flush=True)
+        self.log(f"echo server on {self.config.ip} ({self.config.mac.hex(':')}): "
+                 f"UDP {UDP_ECHO_PORT}, TCP {TCP_ECHO_PORT}, ping")
 
     def notified(self, ch: int) -> None:
         if ch == self.config.timer:

@@ -69,8 +69,7 @@ class Ping(_End):
         COUNTER.pack_into(self.data, offset, value + 1)
         now = time.monotonic()
         if now - self.since >= self.config.report_every_s:
-            print(f"{self.name}: {self.bounces / (now - self.since):,.0f} round trips/s, "
-                  f"counters ok", flush=True)
+            self.log(f"{self.bounces / (now - self.since):,.0f} round trips/s, counters ok")
             self.bounces, self.since = 0, now
         return True
 

@@ -49,7 +49,7 @@ class TimerClient(Component):
         if self._step < len(self.config.timeouts_ns):
             self._arm()
             return
-        print(f"{self.name}: round {self._round} complete: {self._step} timeouts, none early, "
-              f"last late by {(now - self._deadline) / NS_PER_MS:.3f} ms", flush=True)
+        self.log(f"round {self._round} complete: {self._step} timeouts, none early, "
+                 f"last late by {(now - self._deadline) / NS_PER_MS:.3f} ms")
         if self.config.rounds == 0 or self._round < self.config.rounds:
             self._start_round()

@@ -120,12 +120,17 @@ class Component:
         return False
 
     # ---- services -----------------------------------------------------------------------
+    def log(self, message: str) -> None:
+        """Print ``"<pd>: message"`` on stdout as one write, so lines from PDs sharing the
+        console never interleave (print() issues two writes when Python runs unbuffered)."""
+        os.write(1, f"{self.name}: {message}\n".encode())
+
     def refuse(self, counter: str, message: object) -> None:
         """Count something refused from a peer; print it the first time only, so a misbehaving
         peer cannot flood the console (the counter keeps the tally: ``sddf counters``)."""
         self.counters[counter] += 1
         if self.counters[counter] == 1:
-            print(f"{self.name}: refused: {message}", flush=True)
+            self.log(f"refused: {message}")
 
     def notify(self, ch: int) -> None:
         """Notify the PD at the other end of ``ch`` (sent once, after the current handler)."""
@@ -211,7 +216,7 @@ class Component:
             if not isinstance(label, int) or not all(isinstance(m, int) for m in mrs):
                 raise ValueError("label and message registers must be integers")
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
-            print(f"PD {self.name!r}: refused a malformed PPC on channel {ch}: {exc}", flush=True)
+            self.log(f"refused a malformed PPC on channel {ch}: {exc}")
             sock.send(msgpack.packb([request_sequence(request), PPC_MALFORMED, []]))
             return
         out_label, out_mrs = self.protected(ch, label, mrs)

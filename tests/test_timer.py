@@ -161,3 +161,12 @@ def test_timer_system_runs_rounds_without_faults(tmp_path: Path, monkeypatch: py
     assert set(rounds) == set(timeouts), output
     for client, numbers in rounds.items():
         assert numbers == list(range(1, len(numbers) + 1)), f"{client} skipped or repeated a round: {numbers}"
+
+
+def test_component_log_is_one_write_per_line(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PDs share the console: a line must reach it in one write(), or lines from two PDs interleave
+    (print() makes two writes when Python runs unbuffered, as CI does with PYTHONUNBUFFERED=1)."""
+    writes: list[tuple[int, bytes]] = []
+    monkeypatch.setattr(os, "write", lambda fd, data: writes.append((fd, bytes(data))) or len(data))
+    harness.driver.log("round 3 complete")
+    assert writes == [(1, b"timer_driver: round 3 complete\n")]

@@ -39,7 +39,7 @@ class Ticker(Component):
             pass
         ticks = atomic.load_acquire_u64(self._count, 0) + 1
         atomic.store_release_u64(self._count, 0, ticks)
-        print(f"{self.name}: tick {ticks}", flush=True)
+        self.log(f"tick {ticks}")
         self._arm()
         self.irq_ack(ch)
 
@@ -52,11 +52,11 @@ class CountingPong(Pong):
 
     def init(self) -> None:
         self.bounced = 0
-        print(f"{self.name}: CountingPong running as pid {os.getpid()}", flush=True)
+        self.log(f"CountingPong running as pid {os.getpid()}")
         super().init()
 
     def step(self, offset: int, value: int) -> bool:
         self.bounced += 1
         if self.bounced == BOUNCES_REPORTED:
-            print(f"{self.name}: CountingPong bounced {BOUNCES_REPORTED} counters", flush=True)
+            self.log(f"CountingPong bounced {BOUNCES_REPORTED} counters")
         return super().step(offset, value)

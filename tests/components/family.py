@@ -12,7 +12,7 @@ class Parent(Component):
 
     def fault(self, child: int, reason: str) -> bool:
         self.faults += 1
-        print(f"{self.name}: child {child} faulted ({reason}); fault {self.faults}", flush=True)
+        self.log(f"child {child} faulted ({reason}); fault {self.faults}")
         return self.faults <= 2
 
 

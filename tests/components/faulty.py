@@ -40,7 +40,7 @@ class Faulty(Component):
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if not self.config.at_init:
             signal.signal(signal.SIGUSR1, lambda *_: self.act())
-        print(f"{self.name}: boot {boot} pid {os.getpid()}", flush=True)
+        self.log(f"boot {boot} pid {os.getpid()}")
         if self.config.at_init:
             self.act()
 

@@ -28,7 +28,7 @@ class GarbageClient(NetClient):
         self.notify(self.config.tx.channel)
         self.notify(self.config.rx.channel)
         self.jumped = False
-        print(f"{self.name}: sent {len(bad_tx)} bad tx and {len(bad_rx)} bad rx descriptors", flush=True)
+        self.log(f"sent {len(bad_tx)} bad tx and {len(bad_rx)} bad rx descriptors")
 
     def received(self, frames: list[bytes]) -> None:
         # once virt_tx has taken the bad descriptors, move the tx tail far past anything it could own
@@ -37,4 +37,4 @@ class GarbageClient(NetClient):
             atomic.store_release_u16(ptr, 0, (atomic.load_acquire_u16(ptr, 0) + 20000) & 0xFFFF)
             self.notify(self.config.tx.channel)
             self.jumped = True
-            print(f"{self.name}: moved its tx tail by 20000", flush=True)
+            self.log("moved its tx tail by 20000")

@@ -15,7 +15,7 @@ class Caller(Component):
             n += 1
             label, mrs = self.ppcall(0, 7, [n])
             if n % 50 == 0 or mrs != [n + 1]:
-                print(f"{self.name}: call {n} -> {label} {mrs}", flush=True)
+                self.log(f"call {n} -> {label} {mrs}")
 
 
 class Server(Component):
