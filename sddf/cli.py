@@ -86,25 +86,34 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def run_in_netns(args: argparse.Namespace) -> int:
     """Run the system in a fresh network namespace, removed (with its TAPs) on exit."""
-    import signal
-
     from sddf.netns import NetNamespace, can_make_named, unshare_prefix
 
     inner = [sys.executable, "-m", "sddf.cli", "run", args.system]
     if args.duration is not None:
         inner += ["--duration", str(args.duration)]
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the monitor; we clean up after
+    if not can_make_named():
+        print("sddf: not root: running in an unprivileged user+network namespace (unshare -rn); "
+              "enter it with `nsenter -U -n -t <monitor pid> --preserve-credentials`", file=sys.stderr)
+        return run_forwarding_stops(unshare_prefix() + inner)
+    with NetNamespace(args.system.rsplit("/", 1)[-1].removesuffix(".py")) as ns:
+        print(f"sddf: network namespace {ns.name}; reach the system with "
+              f"`ip netns exec {ns.name} ping 10.0.0.2` (the TAP's host side is 10.0.0.1)", file=sys.stderr)
+        return run_forwarding_stops(ns.exec_prefix() + inner)
+
+
+def run_forwarding_stops(cmd: list[str]) -> int:
+    """Run ``cmd`` to its end, passing SIGINT/SIGTERM/SIGHUP on to it (its monitor stops the
+    system), so that we outlive it and can remove what we created for it."""
+    import signal
+
+    child = subprocess.Popen(cmd)
+    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    old = {s: signal.signal(s, lambda signum, _frame: child.send_signal(signum)) for s in stops}
     try:
-        if not can_make_named():
-            print("sddf: not root: running in an unprivileged user+network namespace (unshare -rn); "
-                  "enter it with `nsenter -U -n -t <monitor pid> --preserve-credentials`", file=sys.stderr)
-            return subprocess.run(unshare_prefix() + inner).returncode
-        with NetNamespace(args.system.rsplit("/", 1)[-1].removesuffix(".py")) as ns:
-            print(f"sddf: network namespace {ns.name}; reach the system with "
-                  f"`ip netns exec {ns.name} ping 10.0.0.2` (the TAP's host side is 10.0.0.1)", file=sys.stderr)
-            return subprocess.run(ns.exec_prefix() + inner).returncode
+        return child.wait()
     finally:
-        signal.signal(signal.SIGINT, old)
+        for s, handler in old.items():
+            signal.signal(s, handler)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -208,3 +208,29 @@ def test_nothing_left_behind(echo: EchoSystem) -> None:
     echo.ns.__exit__(None, None, None)
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert ns not in listed
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_run_netns_stopped_by_a_signal_leaves_nothing(tmp_path: Path, sig: signal.Signals) -> None:
+    """`sddf run --netns` passes a stop signal on to the system and removes its namespace."""
+    env = dict(os.environ, SDDF_RUN_DIR=str(tmp_path))
+    # start_new_session: SIGINT reaches `sddf` only (as `kill -INT` would), not via a shared group
+    run = subprocess.Popen([sys.executable, "-m", "sddf.cli", "run", "echo", "--netns"], env=env,
+                           stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        lines = []
+        for line in run.stderr:  # type: ignore[union-attr]
+            lines.append(line)
+            if "running system" in line:
+                break
+        ns = next(line.split()[3].rstrip(";") for line in lines if "network namespace" in line)
+        pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
+        assert pids, f"no process in {ns}: {''.join(lines)}"
+        run.send_signal(sig)
+        assert run.wait(timeout=20) == 0
+    finally:
+        run.kill()
+        run.wait()
+    time.sleep(0.2)
+    assert not [p for p in pids if os.path.exists(f"/proc/{p}")]
+    assert ns not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
