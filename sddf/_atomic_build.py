@@ -1,4 +1,5 @@
-"""cffi API-mode build of the few C atomics that Python cannot express: compiled at install."""
+"""cffi API-mode build of the few C atomics that Python cannot express, and of the ring
+index/copy steps of a queue end (one C call per batch): compiled at install."""
 from cffi import FFI
 
 CDEF = """
@@ -13,8 +14,21 @@ void store_release_u64(uint8_t *base, size_t off, uint64_t value);
 void fence_seq_cst(void);
 uint64_t exchange_u64(uint8_t *base, size_t off, uint64_t value);
 uint64_t fetch_or_u64(uint8_t *base, size_t off, uint64_t bits);
-long net_copy_check(uint8_t *dst, const uint8_t *ring, size_t first, size_t count, size_t capacity,
-                    uint64_t lo, uint64_t hi, uint32_t max_len, uint32_t max_oid);
+typedef struct {
+    uint8_t *header;
+    uint8_t *entries;
+    uint32_t own_offset, peer_offset, index_bits, capacity, entry_size, producer;
+    uint32_t own, peer;
+    uint32_t refused_peer;
+    uint32_t check_net;
+    uint64_t lo, hi;
+    uint32_t max_len, max_oid;
+    int32_t bad_position;
+} sddf_ring;
+long ring_refresh(sddf_ring *r);
+void ring_advance(sddf_ring *r, uint32_t count);
+long ring_take(sddf_ring *r, uint8_t *dst, uint32_t max_count, int commit);
+long ring_put(sddf_ring *r, const uint8_t *src, uint32_t count);
 """
 
 SOURCE = """
@@ -32,22 +46,110 @@ uint64_t exchange_u64(uint8_t *base, size_t off, uint64_t value)
     { return __atomic_exchange_n((uint64_t *)(base + off), value, __ATOMIC_SEQ_CST); }
 uint64_t fetch_or_u64(uint8_t *base, size_t off, uint64_t bits)
     { return __atomic_fetch_or((uint64_t *)(base + off), bits, __ATOMIC_SEQ_CST); }
-/* Copy count 16-byte net descriptors from slot first of a ring (wrapping) into dst, then check
-   the copy (never the shared ring, which the peer may still change): index of the first
-   descriptor outside [lo, hi] or over max_len / max_oid, or -1. */
-long net_copy_check(uint8_t *dst, const uint8_t *ring, size_t first, size_t count, size_t capacity,
-                    uint64_t lo, uint64_t hi, uint32_t max_len, uint32_t max_oid)
+
+/* One end of an SPSC queue (sddf/queue/ring.py keeps the Python face): our own index and the
+   last accepted value of the peer's are private; the peer's is validated on every read. */
+typedef struct {
+    uint8_t *header;
+    uint8_t *entries;
+    uint32_t own_offset, peer_offset, index_bits, capacity, entry_size, producer;
+    uint32_t own, peer;
+    uint32_t refused_peer;   /* the peer index last refused by ring_refresh */
+    uint32_t check_net;      /* consumers of net descriptors: check each one taken */
+    uint64_t lo, hi;
+    uint32_t max_len, max_oid;
+    int32_t bad_position;    /* the first bad descriptor of the batch ring_take refused */
+} sddf_ring;
+
+static uint32_t ring_mask(const sddf_ring *r)
+    { return r->index_bits == 16 ? 0xFFFFu : 0xFFFFFFFFu; }
+
+static uint32_t ring_used(const sddf_ring *r, uint32_t peer)
+    { return (r->producer ? r->own - peer : peer - r->own) & ring_mask(r); }
+
+/* Load and validate the peer's index: the number of entries in the queue, or -1 (nothing
+   changed; refused_peer holds the value) if it moved backwards or past the capacity. */
+long ring_refresh(sddf_ring *r)
 {
-    size_t n = capacity - first < count ? capacity - first : count;
-    memcpy(dst, ring + 16 * first, 16 * n);
-    memcpy(dst + 16 * n, ring, 16 * (count - n));
-    for (size_t i = 0; i < count; i++) {
-        uint64_t off; uint16_t len; uint8_t oid;
-        memcpy(&off, dst + 16 * i, 8); memcpy(&len, dst + 16 * i + 8, 2); oid = dst[16 * i + 10];
-        if (off < lo || off > hi || len > max_len || oid > max_oid)
-            return (long)i;
+    uint32_t peer = r->index_bits == 16
+        ? __atomic_load_n((uint16_t *)(r->header + r->peer_offset), __ATOMIC_ACQUIRE)
+        : __atomic_load_n((uint32_t *)(r->header + r->peer_offset), __ATOMIC_ACQUIRE);
+    if (peer != r->peer) {
+        uint32_t moved = (peer - r->peer) & ring_mask(r), before = ring_used(r, r->peer);
+        if (r->producer ? moved > before : (uint64_t)before + moved > r->capacity) {
+            r->refused_peer = peer;
+            return -1;
+        }
+        r->peer = peer;
     }
-    return -1;
+    return ring_used(r, peer);
+}
+
+/* Publish count entries (producer) or release them (consumer) with one store-release. */
+void ring_advance(sddf_ring *r, uint32_t count)
+{
+    r->own = (r->own + count) & ring_mask(r);
+    if (r->index_bits == 16)
+        __atomic_store_n((uint16_t *)(r->header + r->own_offset), (uint16_t)r->own, __ATOMIC_RELEASE);
+    else
+        __atomic_store_n((uint32_t *)(r->header + r->own_offset), r->own, __ATOMIC_RELEASE);
+}
+
+static void ring_copy(sddf_ring *r, uint8_t *dst, const uint8_t *src, uint32_t count, int out)
+{
+    uint32_t first = r->own & (r->capacity - 1), n = r->capacity - first < count ? r->capacity - first : count;
+    size_t size = r->entry_size;
+    if (out) {
+        memcpy(dst, r->entries + size * first, size * n);
+        memcpy(dst + size * n, r->entries, size * (count - n));
+    } else {
+        memcpy(r->entries + size * first, src, size * n);
+        memcpy(r->entries, src + size * n, size * (count - n));
+    }
+}
+
+/* Consumer: copy up to max_count entries into dst (private memory: the peer may still write
+   the ring) and, if commit, release them. Returns the count, -1 for a refused peer index,
+   -2 for a bad net descriptor (bad_position; nothing released). Checks run on the copy. */
+long ring_take(sddf_ring *r, uint8_t *dst, uint32_t max_count, int commit)
+{
+    long used = ring_refresh(r);
+    if (used < 0)
+        return -1;
+    uint32_t count = (uint32_t)used < max_count ? (uint32_t)used : max_count;
+    if (count == 0)
+        return 0;
+    ring_copy(r, dst, NULL, count, 1);
+    if (r->check_net) {
+        for (uint32_t i = 0; i < count; i++) {
+            uint64_t off; uint16_t len; uint8_t oid;
+            memcpy(&off, dst + 16 * i, 8); memcpy(&len, dst + 16 * i + 8, 2); oid = dst[16 * i + 10];
+            if (off < r->lo || off > r->hi || len > r->max_len || oid > r->max_oid) {
+                r->bad_position = (int32_t)i;
+                return -2;
+            }
+        }
+    }
+    if (commit)
+        ring_advance(r, count);
+    return count;
+}
+
+/* Producer: copy as many of count entries from src as fit and publish them. Returns how
+   many, or -1 for a refused peer index. */
+long ring_put(sddf_ring *r, const uint8_t *src, uint32_t count)
+{
+    long used = ring_refresh(r);
+    if (used < 0)
+        return -1;
+    uint32_t space = r->capacity - (uint32_t)used;
+    if (count > space)
+        count = space;
+    if (count) {
+        ring_copy(r, NULL, src, count, 0);
+        ring_advance(r, count);
+    }
+    return count;
 }
 """
 

@@ -23,10 +23,20 @@ store_release_u64 = lib.store_release_u64
 fence = lib.fence_seq_cst
 exchange_u64 = lib.exchange_u64
 fetch_or_u64 = lib.fetch_or_u64
-net_copy_check = lib.net_copy_check  # copy net descriptors out of a ring and check them (queue/net.py)
+# one end of a queue: its index step per batch in C (sddf/queue/ring.py, entries.py)
+ring_refresh = lib.ring_refresh
+ring_advance = lib.ring_advance
+ring_take = lib.ring_take
+ring_put = lib.ring_put
+NULL = ffi.NULL
 
 LOADS = {16: load_acquire_u16, 32: load_acquire_u32, 64: load_acquire_u64}
 STORES = {16: store_release_u16, 32: store_release_u32, 64: store_release_u64}
+
+
+def new_ring() -> Any:
+    """A zeroed ``sddf_ring`` (the C state of one queue end), freed with its last reference."""
+    return ffi.new("sddf_ring *")
 
 
 def pointer(buffer: Any) -> Pointer:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import struct
 from itertools import chain
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 from sddf import atomic
-from sddf.queue.ring import Layout, QueueProtocolError, RingEnd
+from sddf.queue.ring import Layout, QueueProtocolError, RingEnd, check_capacity
 
 MAX_CACHED_BATCHES = 128  # batch structs kept per entry format
 
@@ -54,14 +54,26 @@ class EntryFormat:
         return view[self.header_size:need]
 
 
-class EntryProducer(RingEnd):
+class _EntryEnd(RingEnd):
+    """A ring end whose entries are copied between the ring and a private staging buffer in C."""
+
+    def __init__(self, name: str, buffer: Any, capacity: int, layout: Layout, fmt: EntryFormat,
+                 producer: bool) -> None:
+        check_capacity(name, capacity, layout.index_bits)  # before sizing the entries by it
+        view = memoryview(buffer).cast("B")
+        super().__init__(name, view[:fmt.header_size], layout, capacity, producer,
+                         fmt.entries_view(buffer, capacity), fmt.size)
+        self._fmt = fmt
+        self._staging = bytearray(fmt.size * capacity)  # private: the peer cannot change it under us
+        self._staging_ptr = atomic.pointer(self._staging)
+
+
+class EntryProducer(_EntryEnd):
     """The producing end of a queue of entries."""
 
     def __init__(self, name: str, buffer: Any, capacity: int, layout: Layout,
                  fmt: EntryFormat) -> None:
-        super().__init__(name, memoryview(buffer).cast("B")[:fmt.header_size], layout, capacity, True)
-        self._fmt = fmt
-        self._entries = fmt.entries_view(buffer, capacity)
+        super().__init__(name, buffer, capacity, layout, fmt, True)
 
     def enqueue(self, entry: tuple) -> bool:
         """Enqueue one entry and publish it; False if the queue is full."""
@@ -74,38 +86,36 @@ class EntryProducer(RingEnd):
     def enqueue_flat(self, flat: tuple) -> int:
         """:meth:`enqueue_many` for entries given flat (field k of entry i at i*fields+k): the
         fastest way to move a batch, e.g. one taken with :meth:`EntryConsumer.dequeue_flat`."""
-        fmt = self._fmt
-        nf = fmt.fields
-        count = min(len(flat) // nf, self.capacity - self._refresh())
+        nf = self._fmt.fields
+        count = min(len(flat) // nf, self.capacity)
         if count <= 0:
             return 0
-        first, n = self._first_run(count)
-        if n == count and n * nf == len(flat):
-            fmt.batch(n).pack_into(self._entries, first * fmt.size, *flat)
-        else:  # part of the batch, or split at the end of the ring
-            fmt.batch(n).pack_into(self._entries, first * fmt.size, *flat[:n * nf])
-            if count > n:
-                fmt.batch(count - n).pack_into(self._entries, 0, *flat[n * nf:count * nf])
-        self._advance(count)
-        return count
+        if count * nf != len(flat):
+            flat = flat[:count * nf]
+        self._fmt.batch(count).pack_into(self._staging, 0, *flat)
+        put = atomic.ring_put(self._ring, self._staging_ptr, count)
+        if put < 0:
+            self._refuse_peer()
+        return put
 
 
-class EntryConsumer(RingEnd):
-    """The consuming end of a queue of entries; ``validate`` vets what the producer wrote."""
+class EntryConsumer(_EntryEnd):
+    """The consuming end of a queue of entries; ``validate`` vets what the producer wrote.
+
+    A batch is copied out of shared memory and checked on the copy (the producer may still
+    write the ring). A validator with ``c_limits`` (see :class:`sddf.queue.net.BufferValidator`)
+    is checked in the same C call; any other validator sees the unpacked batch before it is released."""
 
     def __init__(self, name: str, buffer: Any, capacity: int, layout: Layout,
                  fmt: EntryFormat, validate: Validator | None = None) -> None:
-        super().__init__(name, memoryview(buffer).cast("B")[:fmt.header_size], layout, capacity, False)
-        self._fmt = fmt
-        self._entries = fmt.entries_view(buffer, capacity)
+        super().__init__(name, buffer, capacity, layout, fmt, False)
         self._validate = validate
-        # A validator that can check raw entries in C (see net.BufferValidator.copy_check) gets
-        # each batch copied out of shared memory into a private buffer, checked there, then unpacked.
-        self._copy_check = getattr(validate, "copy_check", None)
-        if self._copy_check is not None:
-            self._private = bytearray(fmt.size * capacity)
-            self._private_ptr = atomic.pointer(self._private)
-            self._entries_ptr = atomic.pointer(self._entries)
+        limits = getattr(validate, "c_limits", None)
+        if limits is not None:
+            r = self._ring
+            r.check_net = 1
+            r.lo, r.hi, r.max_len, r.max_oid = limits
+        self._commit = validate is None or limits is not None  # released in the C call
 
     def dequeue(self) -> tuple | None:
         """Take one entry, or None if the queue is empty."""
@@ -122,28 +132,32 @@ class EntryConsumer(RingEnd):
 
     def dequeue_flat(self, max_count: int | None = None) -> tuple:
         """:meth:`dequeue_many` with the entries flat (field k of entry i at i*fields+k)."""
-        count = self._refresh()
-        if max_count is not None and max_count < count:
-            count = max_count
-        if count <= 0:
+        if max_count is None:
+            max_count = self.capacity
+        elif max_count <= 0:
             return ()
-        fmt = self._fmt
-        first, n = self._first_run(count)
-        bad = -1
-        if self._copy_check is not None:
-            bad = self._copy_check(self._private_ptr, self._entries_ptr, first, count, self.capacity)
-            flat = fmt.batch(count).unpack_from(self._private, 0)
-        else:
-            flat = fmt.batch(n).unpack_from(self._entries, first * fmt.size)
-            if count > n:  # split at the end of the ring
-                flat += fmt.batch(count - n).unpack_from(self._entries, 0)
-        if self._validate is not None and (bad >= 0 or self._copy_check is None):  # the message
-            problem = self._validate(flat)
+        count = atomic.ring_take(self._ring, self._staging_ptr, max_count, self._commit)
+        if count <= 0:
+            if count == 0:
+                return ()
+            if count == -1:
+                self._refuse_peer()
+            self._refuse_entry(self._ring.bad_position)
+        flat = self._fmt.batch(count).unpack_from(self._staging, 0)
+        if not self._commit:
+            problem = self._validate(flat)  # type: ignore[misc]
             if problem is not None:
-                index = (self._own + problem[0]) & self._mask
-                raise QueueProtocolError(self.name, f"entry at index {index}: {problem[1]}")
-        self._advance(count)
+                self._refuse_entry(problem[0], problem[1])
+            self._advance(count)
         return flat
+
+    def _refuse_entry(self, position: int, problem: str | None = None) -> NoReturn:
+        """Entry ``position`` of the batch just copied is bad: nothing was released."""
+        if problem is None:  # found in C: ask the validator to describe it
+            entry = self._fmt.struct.unpack_from(self._staging, position * self._fmt.size)
+            problem = self._validate(entry)[1]  # type: ignore[index, misc]
+        index = (self._own + position) & self._mask
+        raise QueueProtocolError(self.name, f"entry at index {index}: {problem}")
 
 
 def first_bad(flat: tuple, nfields: int, bad: Callable[..., bool]) -> int | None:

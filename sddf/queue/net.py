@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from sddf.atomic import net_copy_check
 from sddf.queue.entries import EntryConsumer, EntryFormat, EntryProducer, Validator, first_bad
 from sddf.queue.ring import Layout
 
@@ -39,12 +38,13 @@ def queue_size(capacity: int) -> int:
 
 class BufferValidator:
     """Accept only descriptors naming a whole buffer inside [base, base+size) holding ≤ buffer_size
-    bytes, with a 6-bit oid. Callable on a flat batch (a :data:`Validator`), and with
-    :meth:`copy_check` for consumers that copy a batch out of the ring and check it in C."""
+    bytes, with a 6-bit oid. Callable on a flat batch (a :data:`Validator`); its ``c_limits`` let
+    a consumer run the same check in C on each batch it copies out of the ring."""
 
     def __init__(self, base: int, size: int, buffer_size: int = NET_BUFFER_SIZE) -> None:
         self.base, self.size, self.buffer_size = base, size, buffer_size
         self.highest = base + size - buffer_size
+        self.c_limits = (base, self.highest, buffer_size, MAX_OID)  # lowest and highest offset, len, oid
 
     def _bad(self, offset: int, length: int, oid: int) -> bool:
         return not self.base <= offset <= self.highest or length > self.buffer_size or oid > MAX_OID
@@ -59,12 +59,6 @@ class BufferValidator:
         return i, (f"descriptor io_or_offset={flat[3 * i]:#x} len={flat[3 * i + 1]} oid={flat[3 * i + 2]} "
                    f"is not a buffer of ≤{self.buffer_size} bytes inside [{self.base:#x}, "
                    f"{self.base + self.size:#x}) with a 6-bit oid")
-
-    def copy_check(self, dst: Any, ring: Any, first: int, count: int, capacity: int) -> int:
-        """Copy ``count`` descriptors from slot ``first`` of ``ring`` (wrapping) to ``dst``; check the
-        copy; return the position of the first bad one, or -1."""
-        return net_copy_check(dst, ring, first, count, capacity, self.base, self.highest,
-                              self.buffer_size, MAX_OID)
 
 
 def buffer_validator(base: int, size: int, buffer_size: int = NET_BUFFER_SIZE) -> BufferValidator:

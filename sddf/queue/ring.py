@@ -9,7 +9,7 @@ backwards or past the capacity raises :class:`QueueProtocolError` and changes no
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from sddf import atomic
 
@@ -58,29 +58,41 @@ def check_capacity(name: str, capacity: int, index_bits: int) -> None:
 
 
 class RingEnd:
-    """One end (producer or consumer) of an SPSC queue header in shared memory."""
+    """One end (producer or consumer) of an SPSC queue header in shared memory.
+
+    The index work of each operation is one C call on an ``sddf_ring`` (see
+    ``sddf/_atomic_build.py``), which holds this end's index and the peer's last accepted one."""
 
     def __init__(self, name: str, header: Any, layout: Layout, capacity: int,
-                 producer: bool) -> None:
+                 producer: bool, entries: Any = None, entry_size: int = 0) -> None:
         check_capacity(name, capacity, layout.index_bits)
         self.name = name
         self.capacity = capacity
         self.is_producer = producer
         self._mask = (1 << layout.index_bits) - 1
         self._ptr = atomic.pointer(header)
-        self._load = atomic.LOADS[layout.index_bits]
-        self._store = atomic.STORES[layout.index_bits]
+        self._entries_ptr = atomic.pointer(entries) if entries is not None else atomic.NULL
         own, peer = ((layout.tail_offset, layout.head_offset) if producer
                      else (layout.head_offset, layout.tail_offset))
-        self._own_offset = own
-        self._peer_offset = peer
         self.flag = SignalFlag(self._ptr, layout.flag_offset) if layout.flag_offset is not None else None
+        r = self._ring = atomic.new_ring()
+        r.header, r.entries = self._ptr, self._entries_ptr
+        r.own_offset, r.peer_offset, r.index_bits = own, peer, layout.index_bits
+        r.capacity, r.entry_size, r.producer = capacity, entry_size, producer
         # Attaching trusts memory once (a restarted component resumes where it stopped).
-        self._own = self._load(self._ptr, own)
-        self._peer = self._load(self._ptr, peer)
+        load = atomic.LOADS[layout.index_bits]
+        r.own, r.peer = load(self._ptr, own), load(self._ptr, peer)
         if self._used(self._peer) > capacity:
             raise QueueProtocolError(name, f"indices tail={self._tail} head={self._head} "
                                            f"are {self._used(self._peer)} apart, capacity {capacity}")
+
+    @property
+    def _own(self) -> int:
+        return self._ring.own
+
+    @property
+    def _peer(self) -> int:
+        return self._ring.peer
 
     @property
     def _tail(self) -> int:
@@ -98,28 +110,18 @@ class RingEnd:
 
     def _refresh(self) -> int:
         """Read and validate the peer's index; return the number of entries in the queue."""
-        peer = self._load(self._ptr, self._peer_offset)
-        if peer != self._peer:
-            self._accept_peer(peer)
-        if self.is_producer:
-            return (self._own - peer) & self._mask
-        return (peer - self._own) & self._mask
+        used = atomic.ring_refresh(self._ring)
+        if used < 0:
+            self._refuse_peer()
+        return used
 
-    def _accept_peer(self, peer: int) -> None:
-        """Take the peer's new index if it moved forward within the capacity, else refuse it."""
-        moved = (peer - self._peer) & self._mask
-        used_before = self._used(self._peer)
-        if self.is_producer:
-            bad = moved > used_before  # head passed our tail, or moved backwards
-        else:
-            bad = used_before + moved > self.capacity  # tail overran, or moved backwards
-        if bad:
-            which = "head" if self.is_producer else "tail"
-            raise QueueProtocolError(
-                self.name, f"peer's {which} jumped from {self._peer} to {peer} "
-                           f"(our {'tail' if self.is_producer else 'head'} is {self._own}, "
-                           f"capacity {self.capacity})")
-        self._peer = peer
+    def _refuse_peer(self) -> NoReturn:
+        """The peer's index moved backwards or past the capacity (our view of it is unchanged)."""
+        which = "head" if self.is_producer else "tail"
+        raise QueueProtocolError(
+            self.name, f"peer's {which} jumped from {self._peer} to {self._ring.refused_peer} "
+                       f"(our {'tail' if self.is_producer else 'head'} is {self._own}, "
+                       f"capacity {self.capacity})")
 
     # ---- queries ------------------------------------------------------------------------
     @property
@@ -142,8 +144,7 @@ class RingEnd:
 
     def _advance(self, count: int) -> None:
         """Publish ``count`` entries (producer) or release them (consumer) with one store."""
-        self._own = (self._own + count) & self._mask
-        self._store(self._ptr, self._own_offset, self._own)
+        atomic.ring_advance(self._ring, count)
 
     def _first_run(self, count: int) -> tuple[int, int]:
         """``(slot, n)``: where ``count`` entries from our index start, and how many of them come
