@@ -14,6 +14,7 @@ void store_release_u64(uint8_t *base, size_t off, uint64_t value);
 void fence_seq_cst(void);
 uint64_t exchange_u64(uint8_t *base, size_t off, uint64_t value);
 uint64_t fetch_or_u64(uint8_t *base, size_t off, uint64_t bits);
+int flag_claim_u32(uint8_t *base, size_t off);
 typedef struct {
     uint8_t *header;
     uint8_t *entries;
@@ -46,6 +47,16 @@ uint64_t exchange_u64(uint8_t *base, size_t off, uint64_t value)
     { return __atomic_exchange_n((uint64_t *)(base + off), value, __ATOMIC_SEQ_CST); }
 uint64_t fetch_or_u64(uint8_t *base, size_t off, uint64_t bits)
     { return __atomic_fetch_or((uint64_t *)(base + off), bits, __ATOMIC_SEQ_CST); }
+/* sDDF's producer step after publishing: seq_cst fence, then if the consumer requested a
+   signal (flag 0), cancel it (store 1) and return 1: the caller notifies. */
+int flag_claim_u32(uint8_t *base, size_t off)
+{
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (__atomic_load_n((uint32_t *)(base + off), __ATOMIC_ACQUIRE) != 0)
+        return 0;
+    __atomic_store_n((uint32_t *)(base + off), 1, __ATOMIC_RELEASE);
+    return 1;
+}
 
 /* One end of an SPSC queue (sddf/queue/ring.py keeps the Python face): our own index and the
    last accepted value of the peer's are private; the peer's is validated on every read. */

@@ -23,6 +23,7 @@ store_release_u64 = lib.store_release_u64
 fence = lib.fence_seq_cst
 exchange_u64 = lib.exchange_u64
 fetch_or_u64 = lib.fetch_or_u64
+flag_claim_u32 = lib.flag_claim_u32  # fence, then take a requested signal (sddf.signal.signal_needed)
 # one end of a queue: its index step per batch in C (sddf/queue/ring.py, entries.py)
 ring_refresh = lib.ring_refresh
 ring_advance = lib.ring_advance

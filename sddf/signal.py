@@ -33,6 +33,7 @@ class Flag(Protocol):
     def request(self) -> None: ...
     def cancel(self) -> None: ...
     def required(self) -> bool: ...
+    def claim(self) -> bool: ...  # seq_cst fence; then if required(): cancel() and True
 
 
 def request_and_recheck(flag: Flag, has_work: Callable[[], bool]) -> bool:
@@ -47,11 +48,7 @@ def request_and_recheck(flag: Flag, has_work: Callable[[], bool]) -> bool:
 
 def signal_needed(flag: Flag) -> bool:
     """Producer after publishing: fence, then if the consumer asked for a signal claim it (True)."""
-    atomic.fence()
-    if flag.required():
-        flag.cancel()
-        return True
-    return False
+    return flag.claim()
 
 
 def new_eventfd() -> int:

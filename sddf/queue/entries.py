@@ -64,6 +64,7 @@ class _EntryEnd(RingEnd):
         super().__init__(name, view[:fmt.header_size], layout, capacity, producer,
                          fmt.entries_view(buffer, capacity), fmt.size)
         self._fmt = fmt
+        self._batch = fmt.batch
         self._staging = bytearray(fmt.size * capacity)  # private: the peer cannot change it under us
         self._staging_ptr = atomic.pointer(self._staging)
 
@@ -92,7 +93,7 @@ class EntryProducer(_EntryEnd):
             return 0
         if count * nf != len(flat):
             flat = flat[:count * nf]
-        self._fmt.batch(count).pack_into(self._staging, 0, *flat)
+        self._batch(count).pack_into(self._staging, 0, *flat)
         put = atomic.ring_put(self._ring, self._staging_ptr, count)
         if put < 0:
             self._refuse_peer()
@@ -143,7 +144,7 @@ class EntryConsumer(_EntryEnd):
             if count == -1:
                 self._refuse_peer()
             self._refuse_entry(self._ring.bad_position)
-        flat = self._fmt.batch(count).unpack_from(self._staging, 0)
+        flat = self._batch(count).unpack_from(self._staging, 0)
         if not self._commit:
             problem = self._validate(flat)  # type: ignore[misc]
             if problem is not None:

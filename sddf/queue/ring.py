@@ -49,6 +49,10 @@ class SignalFlag:
     def required(self) -> bool:
         return atomic.load_acquire_u32(self._ptr, self._offset) == 0
 
+    def claim(self) -> bool:
+        """Fence, then if a signal is required cancel the request and return True (one C call)."""
+        return atomic.flag_claim_u32(self._ptr, self._offset) != 0
+
 
 def check_capacity(name: str, capacity: int, index_bits: int) -> None:
     """Capacities are powers of two so that slot = index % capacity survives index wrap."""
