@@ -33,7 +33,7 @@ class Flag(Protocol):
     def request(self) -> None: ...
     def cancel(self) -> None: ...
     def required(self) -> bool: ...
-    def claim(self) -> bool: ...  # seq_cst fence; then if required(): cancel() and True
+    def claim(self) -> int: ...  # seq_cst fence; then if required(): cancel() and nonzero
 
 
 def request_and_recheck(flag: Flag, has_work: Callable[[], bool]) -> bool:
@@ -48,7 +48,7 @@ def request_and_recheck(flag: Flag, has_work: Callable[[], bool]) -> bool:
 
 def signal_needed(flag: Flag) -> bool:
     """Producer after publishing: fence, then if the consumer asked for a signal claim it (True)."""
-    return flag.claim()
+    return flag.claim() != 0
 
 
 def new_eventfd() -> int:
@@ -205,5 +205,7 @@ def drain(consumer: Any, handle: Callable[[list[tuple]], None], batch: int = 64)
         if entries:
             handle(entries)
             total += len(entries)
-        elif not request_and_recheck(consumer.flag, lambda: not consumer.empty()):
+            if len(entries) == batch:
+                continue  # maybe more: take it before asking to be signalled
+        if not request_and_recheck(consumer.flag, lambda: not consumer.empty()):
             return total

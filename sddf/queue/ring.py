@@ -9,7 +9,8 @@ backwards or past the capacity raises :class:`QueueProtocolError` and changes no
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from functools import partial
+from typing import Any, Callable, NoReturn
 
 from sddf import atomic
 
@@ -34,24 +35,20 @@ class Layout:
 
 
 class SignalFlag:
-    """sDDF's "signalled" flag: store 0 to request a signal, 1 to cancel; 0 means one is required."""
+    """sDDF's "signalled" flag: store 0 to request a signal, 1 to cancel; 0 means one is required.
+
+    The operations are the C calls themselves, bound to this flag (no Python frame per call)."""
 
     def __init__(self, ptr: atomic.Pointer, offset: int) -> None:
         self._ptr = ptr
         self._offset = offset
-
-    def request(self) -> None:
-        atomic.store_release_u32(self._ptr, self._offset, 0)
-
-    def cancel(self) -> None:
-        atomic.store_release_u32(self._ptr, self._offset, 1)
+        self.request: Callable[[], None] = partial(atomic.store_release_u32, ptr, offset, 0)
+        self.cancel: Callable[[], None] = partial(atomic.store_release_u32, ptr, offset, 1)
+        # fence, then if a signal is required cancel the request and return nonzero
+        self.claim: Callable[[], int] = partial(atomic.flag_claim_u32, ptr, offset)
 
     def required(self) -> bool:
         return atomic.load_acquire_u32(self._ptr, self._offset) == 0
-
-    def claim(self) -> bool:
-        """Fence, then if a signal is required cancel the request and return True (one C call)."""
-        return atomic.flag_claim_u32(self._ptr, self._offset) != 0
 
 
 def check_capacity(name: str, capacity: int, index_bits: int) -> None:
@@ -138,7 +135,10 @@ class RingEnd:
         return self._refresh()
 
     def empty(self) -> bool:
-        return self._refresh() == 0
+        used = atomic.ring_refresh(self._ring)  # _refresh inlined: this is the hottest query
+        if used < 0:
+            self._refuse_peer()
+        return used == 0
 
     def full(self) -> bool:
         return self._refresh() == self.capacity

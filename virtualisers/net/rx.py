@@ -108,8 +108,11 @@ class NetVirtRx(Component):
     def _collect_returns(self) -> None:
         for client in self.clients:
             try:
-                while descs := client.free.dequeue_many(BATCH):
+                while True:
+                    descs = client.free.dequeue_many(BATCH)
                     self._returned(client, descs)
+                    if len(descs) < BATCH:
+                        break
             except QueueProtocolError as exc:
                 self.refuse(f"{client.name}.protocol_errors", exc)
 

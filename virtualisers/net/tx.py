@@ -44,8 +44,7 @@ class NetVirtTx(Component):
 
     def notified(self, ch: int) -> None:
         while True:
-            while descs := self.driver_free.dequeue_many():
-                self._completed(descs)
+            self._completed(self.driver_free.dequeue_many())  # all there are
             self._multiplex()
             self._return_to_clients()
             if not self._completions_needed():
