@@ -2,12 +2,16 @@
 
 Clients name buffers by offset into their own tx data region; the driver gets io addresses.
 Clients are served round-robin, at most ``batch`` frames each per turn, so one flooding
-client cannot starve another. Completed buffers are collected on every pass; the driver is
+client cannot starve another. Only clients that may have frames are visited: one that
+notified us, or one not yet drained; a drained client is asked to notify us, so a pass costs
+the same however many clients are idle. Completed buffers are collected on every pass; the driver is
 asked to notify completions only when a client runs short or the driver's queue is full. Completed buffers go back to the client that owns them. An
 offset outside the client's region, a bad length, a buffer already in flight, or a queue
 protocol violation is refused and counted for that client only.
 """
 from __future__ import annotations
+
+from collections import deque
 
 from sddf.component import Component
 from sddf.config import NetClientPort, NetVirtTxConfig
@@ -38,11 +42,14 @@ class NetVirtTx(Component):
                                                              *cfg.driver.views(self.regions))
         self.clients = [_Client(self, port) for port in cfg.clients]
         self.by_channel = {c.channel: c for c in self.clients}
+        self.busy: deque[_Client] = deque(self.clients)  # may have frames to send, in serving order
         self.adopting = self.driver_free.index != 0 or self.driver_active.index != 0
-        self.turn = 0
         self.notified(cfg.driver.channel)
 
     def notified(self, ch: int) -> None:
+        c = self.by_channel.get(ch)
+        if c is not None and c not in self.busy:
+            self.busy.append(c)
         while True:
             self._completed(self.driver_free.dequeue_many())  # all there are
             self._multiplex()
@@ -76,36 +83,29 @@ class NetVirtTx(Component):
             c.returns.append((off, 0, oid))
 
     def _multiplex(self) -> None:
-        """Round-robin: each client in turn moves up to ``batch`` frames while the driver has room."""
+        """Round-robin over the busy clients: each moves up to ``batch`` frames per turn while the
+        driver has room. A client that runs dry leaves the busy list and is asked for a signal."""
         batch = self.config.batch
-        while True:
-            room = self.driver_active.free_slots()
-            if room == 0:
-                break  # the driver returns buffers (and notifies) as it transmits
-            moved_any = False
-            order = self.clients[self.turn:] + self.clients[:self.turn]
-            self.turn = (self.turn + 1) % max(1, len(self.clients))
-            for c in order:
-                if room == 0:
-                    break
-                try:
-                    descs = c.active.dequeue_many(min(batch, room))
-                except QueueProtocolError as exc:
-                    self.refuse(f"{c.name}.protocol_errors", exc)
-                    continue
-                if not descs:
-                    continue
-                out = self._translate(c, descs)
-                if out:
-                    self.driver_active.enqueue_many(out)
-                    room -= len(out)
-                moved_any = True
-            if moved_any and signal_needed(self.driver_active.flag):
-                self.notify(self.config.driver.channel)
-            if not moved_any:
-                if any(request_and_recheck(c.active.flag, lambda c=c: self._has_work(c)) for c in self.clients):
-                    continue
-                break
+        room = self.driver_active.free_slots()
+        moved = False
+        while self.busy and room:
+            c = self.busy.popleft()
+            want = min(batch, room)
+            try:
+                descs = c.active.dequeue_many(want)
+            except QueueProtocolError as exc:
+                self.refuse(f"{c.name}.protocol_errors", exc)
+                c.active.flag.request()  # looked at again when it next publishes
+                continue
+            out = self._translate(c, descs)
+            if out:
+                self.driver_active.enqueue_many(out)
+                room -= len(out)
+                moved = True
+            if len(descs) == want or request_and_recheck(c.active.flag, lambda c=c: self._has_work(c)):
+                self.busy.append(c)  # more to come: its next turn is after the others'
+        if moved and signal_needed(self.driver_active.flag):
+            self.notify(self.config.driver.channel)
 
     def _has_work(self, c: _Client) -> bool:
         try:
