@@ -8,6 +8,7 @@ batch raises :class:`QueueProtocolError` and leaves the queue as it was.
 from __future__ import annotations
 
 import struct
+from functools import partial
 from itertools import chain
 from typing import Any, Callable, NoReturn, Sequence
 
@@ -64,9 +65,25 @@ class _EntryEnd(RingEnd):
         super().__init__(name, view[:fmt.header_size], layout, capacity, producer,
                          fmt.entries_view(buffer, capacity), fmt.size)
         self._fmt = fmt
-        self._batch = fmt.batch
         self._staging = bytearray(fmt.size * capacity)  # private: the peer cannot change it under us
         self._staging_ptr = atomic.pointer(self._staging)
+        # per batch size, the struct call bound to the staging buffer (looked up with one dict get)
+        self._packers: dict[int, Callable[..., None]] = {}
+        self._unpackers: dict[int, Callable[[], tuple]] = {}
+
+    def _new_packer(self, count: int) -> Callable[..., None]:
+        return _cache(self._packers, count, partial(self._fmt.batch(count).pack_into, self._staging, 0))
+
+    def _new_unpacker(self, count: int) -> Callable[[], tuple]:
+        return _cache(self._unpackers, count, partial(self._fmt.batch(count).unpack_from, self._staging))
+
+
+def _cache(cache: dict[int, Any], key: int, value: Any) -> Any:
+    """Remember ``value`` under ``key`` in a bounded cache (batch sizes vary); return it."""
+    if len(cache) >= MAX_CACHED_BATCHES:
+        cache.clear()
+    cache[key] = value
+    return value
 
 
 class EntryProducer(_EntryEnd):
@@ -75,6 +92,7 @@ class EntryProducer(_EntryEnd):
     def __init__(self, name: str, buffer: Any, capacity: int, layout: Layout,
                  fmt: EntryFormat) -> None:
         super().__init__(name, buffer, capacity, layout, fmt, True)
+        self._put = partial(atomic.ring_put, self._ring, self._staging_ptr)
 
     def enqueue(self, entry: tuple) -> bool:
         """Enqueue one entry and publish it; False if the queue is full."""
@@ -93,8 +111,8 @@ class EntryProducer(_EntryEnd):
             return 0
         if count * nf != len(flat):
             flat = flat[:count * nf]
-        self._batch(count).pack_into(self._staging, 0, *flat)
-        put = atomic.ring_put(self._ring, self._staging_ptr, count)
+        (self._packers.get(count) or self._new_packer(count))(*flat)
+        put = self._put(count)
         if put < 0:
             self._refuse_peer()
         return put
@@ -117,6 +135,7 @@ class EntryConsumer(_EntryEnd):
             r.check_net = 1
             r.lo, r.hi, r.max_len, r.max_oid = limits
         self._commit = validate is None or limits is not None  # released in the C call
+        self._take = partial(atomic.ring_take, self._ring, self._staging_ptr)
 
     def dequeue(self) -> tuple | None:
         """Take one entry, or None if the queue is empty."""
@@ -137,14 +156,14 @@ class EntryConsumer(_EntryEnd):
             max_count = self.capacity
         elif max_count <= 0:
             return ()
-        count = atomic.ring_take(self._ring, self._staging_ptr, max_count, self._commit)
+        count = self._take(max_count, self._commit)
         if count <= 0:
             if count == 0:
                 return ()
             if count == -1:
                 self._refuse_peer()
             self._refuse_entry(self._ring.bad_position)
-        flat = self._batch(count).unpack_from(self._staging, 0)
+        flat = (self._unpackers.get(count) or self._new_unpacker(count))()
         if not self._commit:
             problem = self._validate(flat)  # type: ignore[misc]
             if problem is not None:
