@@ -61,10 +61,10 @@ class NetVirtTx(Component):
                 return
 
     def _completions_needed(self) -> bool:
-        """Whether to have the driver notify us of sent frames: only when its queue is full or a
-        client has half its buffers in flight (otherwise they are collected on our next pass)."""
-        return (self.driver_active.free_slots() == 0
-                or any(2 * len(c.in_flight) >= c.buffers for c in self.clients))
+        """Whether to have the driver notify us of sent frames: only when clients wait for room in
+        its queue (the room it makes comes with its completions) or a client has half its buffers
+        in flight (otherwise they are collected on our next pass)."""
+        return bool(self.busy) or any(2 * len(c.in_flight) >= c.buffers for c in self.clients)
 
     def _owner(self, io: int) -> _Client | None:
         for c in self.clients:
