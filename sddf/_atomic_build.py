@@ -2,6 +2,23 @@
 index/copy steps of a queue end (one C call per batch): compiled at install."""
 from cffi import FFI
 
+# One end of an SPSC queue, declared once for cffi (CDEF) and for the C below (SOURCE).
+RING = """
+/* One end of an SPSC queue (sddf/queue/ring.py keeps the Python face): our own index and the
+   last accepted value of the peer's are private; the peer's is validated on every read. */
+typedef struct {
+    uint8_t *header;
+    uint8_t *entries;
+    uint32_t own_offset, peer_offset, index_bits, capacity, entry_size, producer;
+    uint32_t own, peer;
+    uint32_t refused_peer;   /* the peer index last refused by ring_refresh */
+    uint32_t check_net;      /* consumers of net descriptors: check each one taken */
+    uint64_t lo, hi;
+    uint32_t max_len, max_oid;
+    int32_t bad_position;    /* the first bad descriptor of the batch ring_take refused */
+} sddf_ring;
+"""
+
 CDEF = """
 uint8_t  load_acquire_u8(const uint8_t *base, size_t off);
 uint16_t load_acquire_u16(const uint8_t *base, size_t off);
@@ -15,17 +32,7 @@ void fence_seq_cst(void);
 uint64_t exchange_u64(uint8_t *base, size_t off, uint64_t value);
 uint64_t fetch_or_u64(uint8_t *base, size_t off, uint64_t bits);
 int flag_claim_u32(uint8_t *base, size_t off);
-typedef struct {
-    uint8_t *header;
-    uint8_t *entries;
-    uint32_t own_offset, peer_offset, index_bits, capacity, entry_size, producer;
-    uint32_t own, peer;
-    uint32_t refused_peer;
-    uint32_t check_net;
-    uint64_t lo, hi;
-    uint32_t max_len, max_oid;
-    int32_t bad_position;
-} sddf_ring;
+""" + RING + """
 long ring_refresh(sddf_ring *r);
 void ring_advance(sddf_ring *r, uint32_t count);
 long ring_take(sddf_ring *r, uint8_t *dst, uint32_t max_count, int commit);
@@ -58,19 +65,7 @@ int flag_claim_u32(uint8_t *base, size_t off)
     return 1;
 }
 
-/* One end of an SPSC queue (sddf/queue/ring.py keeps the Python face): our own index and the
-   last accepted value of the peer's are private; the peer's is validated on every read. */
-typedef struct {
-    uint8_t *header;
-    uint8_t *entries;
-    uint32_t own_offset, peer_offset, index_bits, capacity, entry_size, producer;
-    uint32_t own, peer;
-    uint32_t refused_peer;   /* the peer index last refused by ring_refresh */
-    uint32_t check_net;      /* consumers of net descriptors: check each one taken */
-    uint64_t lo, hi;
-    uint32_t max_len, max_oid;
-    int32_t bad_position;    /* the first bad descriptor of the batch ring_take refused */
-} sddf_ring;
+""" + RING + """
 
 static uint32_t ring_mask(const sddf_ring *r)
     { return r->index_bits == 16 ? 0xFFFFu : 0xFFFFFFFFu; }
