@@ -32,6 +32,7 @@ void fence_seq_cst(void);
 uint64_t exchange_u64(uint8_t *base, size_t off, uint64_t value);
 uint64_t fetch_or_u64(uint8_t *base, size_t off, uint64_t bits);
 int flag_claim_u32(uint8_t *base, size_t off);
+int notify_word(uint8_t *base, size_t off, int eventfd);
 """ + RING + """
 long ring_refresh(sddf_ring *r);
 void ring_advance(sddf_ring *r, uint32_t count);
@@ -43,6 +44,8 @@ SOURCE = """
 #include <stdint.h>
 #include <stddef.h>
 #include <string.h>
+#include <errno.h>
+#include <unistd.h>
 #define LOAD(T, N) T load_acquire_##N(const uint8_t *base, size_t off) \\
     { return __atomic_load_n((const T *)(base + off), __ATOMIC_ACQUIRE); }
 #define STORE(T, N) void store_release_##N(uint8_t *base, size_t off, T value) \\
@@ -63,6 +66,15 @@ int flag_claim_u32(uint8_t *base, size_t off)
         return 0;
     __atomic_store_n((uint32_t *)(base + off), 1, __ATOMIC_RELEASE);
     return 1;
+}
+/* A notification: set the pending word; if it was clear, write the eventfd (a new edge for
+   the receiver's epoll). 0: already pending; 1: written; -errno: the write failed. */
+int notify_word(uint8_t *base, size_t off, int eventfd)
+{
+    if (__atomic_exchange_n((uint64_t *)(base + off), 1, __ATOMIC_SEQ_CST) != 0)
+        return 0;
+    uint64_t one = 1;
+    return write(eventfd, &one, sizeof one) == (ssize_t)sizeof one ? 1 : -errno;
 }
 
 """ + RING + """

@@ -23,6 +23,7 @@ store_release_u64 = lib.store_release_u64
 fence = lib.fence_seq_cst
 exchange_u64 = lib.exchange_u64
 fetch_or_u64 = lib.fetch_or_u64
+notify_word = lib.notify_word  # set a pending word, write the eventfd if it was clear (sddf.signal)
 flag_claim_u32 = lib.flag_claim_u32  # fence, then take a requested signal (sddf.signal.signal_needed)
 # one end of a queue: its index step per batch in C (sddf/queue/ring.py, entries.py)
 ring_refresh = lib.ring_refresh

@@ -14,13 +14,13 @@ import signal
 import socket
 import time
 from collections import Counter
-from typing import Any, ClassVar, Iterator, Mapping
+from typing import Any, Callable, ClassVar, Iterator, Mapping
 
 import msgpack
 
 from sddf.config import ChannelGrant, PdConfig, typed
 from sddf.shm import Region
-from sddf.signal import ChannelEnd, ChannelEndFds, Waiter
+from sddf.signal import ChannelEnd, ChannelEndFds, Waiter, check_sent
 from sddf.stats import STATS_SIZE, StatsWriter
 
 PPC_MESSAGE_MAX = 64 * 1024
@@ -73,6 +73,7 @@ class Component:
         self.regions = Regions(pd.name, {
             name: Region.from_fd(name, g.fd, g.size, g.writable) for name, g in pd.regions.items()})
         self.__channels: dict[int, ChannelEnd] = {}
+        self.__sends: dict[int, Callable[[], int]] = {}  # channel -> its notifier's one C call
         self.__calls: dict[int, socket.socket] = {}
         self.__waiter = Waiter()
         self.__outbox: set[int] = set()
@@ -87,6 +88,7 @@ class Component:
         for ch, grant in pd.channels.items():
             end = ChannelEnd.attach(_end_fds(grant))
             self.__channels[ch] = end
+            self.__sends[ch] = end.notifier.send
             self.__waiter.add_notification(ch, end.notification)
             if grant.ppc_fd is not None:
                 sock = socket.socket(fileno=grant.ppc_fd)
@@ -229,8 +231,12 @@ class Component:
         self.__flush()
 
     def __flush(self) -> None:
-        while self.__outbox:
-            self.__channels[self.__outbox.pop()].notify()
+        outbox, sends = self.__outbox, self.__sends
+        while outbox:
+            ch = outbox.pop()
+            status = sends[ch]()
+            if status < 0:
+                check_sent(status, self.__channels[ch].notifier.eventfd)
 
 
 def request_sequence(request: bytes) -> int:

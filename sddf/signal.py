@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import select
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Protocol
 
 from sddf import atomic
@@ -62,10 +63,18 @@ class Notifier:
         self.eventfd = eventfd
         self._ptr = atomic.pointer(words)
         self._offset = offset
+        #: one C call: set the pending word, write the eventfd if it was clear; returns 0 (was
+        #: pending), 1 (written) or -errno (the write failed). :meth:`notify` raises instead.
+        self.send: Callable[[], int] = partial(atomic.notify_word, self._ptr, offset, eventfd)
 
     def notify(self) -> None:
-        if atomic.exchange_u64(self._ptr, self._offset, 1) == 0:
-            os.eventfd_write(self.eventfd, 1)
+        check_sent(self.send(), self.eventfd)
+
+
+def check_sent(status: int, eventfd: int) -> None:
+    """Raise for a failed :attr:`Notifier.send` (``status`` is -errno)."""
+    if status < 0:
+        raise OSError(-status, f"notify: eventfd {eventfd}: {os.strerror(-status)}")
 
 
 class Notification:
@@ -75,18 +84,14 @@ class Notification:
         self.eventfd = eventfd
         self._ptr = atomic.pointer(words)
         self._offset = offset
+        #: Claim the pending word (one C call): nonzero if a notify was pending.
+        #: The eventfd is never read: waiters watch it edge-triggered, and every notifier write
+        #: (made only when the word was clear) is a new edge. The counter only grows; it would
+        #: take 2**64 - 2 notifies to fill it.
+        self.consume: Callable[[], int] = partial(atomic.exchange_u64, self._ptr, offset, 0)
 
     def fileno(self) -> int:
         return self.eventfd
-
-    def consume(self) -> bool:
-        """Claim the pending word; True if a notify was pending.
-
-        The eventfd is never read: waiters watch it edge-triggered, and every notifier write
-        (made only when the word was clear) is a new edge. The counter only grows; it would
-        take 2**64 - 2 notifies to fill it.
-        """
-        return atomic.exchange_u64(self._ptr, self._offset, 0) != 0
 
 
 @dataclass(frozen=True)
