@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import sys
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from sddf.component import Component
 from sddf.monitor import Monitor
@@ -119,25 +121,37 @@ def round_trip_system(kind: str, rounds: int, warmup: int, pairs: int = 1,
     return sdf
 
 
-def eventfd_round_trips(rounds: int, warmup: int, cpus: tuple[int, int] | None = None) -> None:
-    """The baseline: two plain processes bounce a count over two eventfds with blocking reads.
+def eventfd_round_trips(rounds: int, warmup: int, cpus: tuple[int, int] | None = None,
+                        epoll: bool = False) -> None:
+    """The baseline: two plain processes bounce a count over two eventfds with blocking reads
+    (``epoll``: each waits in an edge-triggered epoll instead, as a PD's loop does).
 
     This process times each write-then-read round trip and reports them; a forked child echoes.
     Each side gets the core and nice value its PD counterpart (pinger, echo) would get.
     """
     ping, pong = os.eventfd(0, os.EFD_CLOEXEC), os.eventfd(0, os.EFD_CLOEXEC)
-    read, write = os.eventfd_read, os.eventfd_write
+    write = os.eventfd_write
+
+    def reader(fd: int) -> Callable[[int], object]:
+        if not epoll:
+            return os.eventfd_read
+        waiter = select.epoll()
+        waiter.register(fd, select.EPOLLIN | select.EPOLLET)
+        return lambda _fd: waiter.poll()
+
     total = warmup + rounds
     child = os.fork()
     if child == 0:
         try:
             _become(ECHO_PRIORITY, None if cpus is None else cpus[1])
+            read = reader(ping)
             for _ in range(total):
                 read(ping)
                 write(pong, 1)
         finally:
             os._exit(0)
     _become(PINGER_PRIORITY, None if cpus is None else cpus[0])
+    read = reader(pong)
     clock = time.perf_counter_ns
     samples = []
     for _ in range(total):
@@ -146,7 +160,7 @@ def eventfd_round_trips(rounds: int, warmup: int, cpus: tuple[int, int] | None =
         read(pong)
         samples.append(clock() - start)
     os.waitpid(child, 0)
-    report("eventfd", samples[warmup:])
+    report("eventfd-epoll" if epoll else "eventfd", samples[warmup:])
 
 
 def _become(priority: int, cpu: int | None) -> None:
@@ -167,21 +181,22 @@ def _cpus(text: str) -> tuple[int, int] | None:
 
 
 def main(argv: list[str]) -> int:
-    """``python -m bench.components notify|ppc|eventfd --rounds N [--warmup W] [--pairs P] [--cpus A,B|none]``.
+    """``python -m bench.components notify|ppc|eventfd|eventfd-epoll --rounds N [--warmup W] [--pairs P]
+    [--cpus A,B|none]``.
 
     notify/ppc run the round-trip system under the Monitor until it is stopped (SIGTERM);
-    eventfd runs the baseline and exits. Each pinger prints its samples (see :func:`report`).
+    eventfd and eventfd-epoll run a baseline and exit. Each pinger prints its samples (see :func:`report`).
     """
     parser = argparse.ArgumentParser(prog="python -m bench.components")
-    parser.add_argument("kind", choices=[*PINGERS, "eventfd"])
+    parser.add_argument("kind", choices=[*PINGERS, "eventfd", "eventfd-epoll"])
     parser.add_argument("--rounds", type=int, required=True)
     parser.add_argument("--warmup", type=int, default=0)
     parser.add_argument("--pairs", type=int, default=1, help="pinger/echo pairs (notify/ppc only)")
     parser.add_argument("--cpus", type=_cpus, default=None, metavar="A,B|none",
                         help="pin the pinger side to core A and the echo side to core B")
     args = parser.parse_args(argv)
-    if args.kind == "eventfd":
-        eventfd_round_trips(args.rounds, args.warmup, args.cpus)
+    if args.kind.startswith("eventfd"):
+        eventfd_round_trips(args.rounds, args.warmup, args.cpus, epoll=args.kind == "eventfd-epoll")
         return 0
     return Monitor(round_trip_system(args.kind, args.rounds, args.warmup, args.pairs, args.cpus)).run()
 

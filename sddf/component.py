@@ -181,10 +181,14 @@ class Component:
         self.__waiter.add_callback(wake_r, lambda: self.__signalled(wake_r))
         self.init()
         self.__flush()
+        # the hot loop: bound methods in locals, and no call to flush an empty outbox
+        wait, publish, notified, flush, outbox = (self.__waiter.wait, self.__publish_stats, self.notified,
+                                                  self.__flush, self.__outbox)
         while True:
-            for ch in self.__waiter.wait(self.__publish_stats()):
-                self.notified(ch)
-                self.__flush()
+            for ch in wait(publish()):
+                notified(ch)
+                if outbox:
+                    flush()
 
     @staticmethod
     def __signalled(wake_r: int) -> None:
@@ -198,7 +202,7 @@ class Component:
 
     def __publish_stats(self) -> float | None:
         """Publish changed counters (rate-limited); return how long to sleep before trying again."""
-        if self.__stats is None or self.counters == self.__published:
+        if self.__stats is None or dict.__eq__(self.counters, self.__published):  # not Counter.__eq__: a Python frame
             return None
         wait = self.__published_at + STATS_PERIOD_S - time.monotonic()
         if wait > 0:
