@@ -10,22 +10,23 @@ Nothing polls: the loop sleeps in epoll until a channel, irq or call needs it.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import socket
 import time
 from collections import Counter
+from functools import partial
 from typing import Any, Callable, ClassVar, Iterator, Mapping
 
 import msgpack
 
 from sddf.config import ChannelGrant, PdConfig, typed
 from sddf.shm import Region
-from sddf.signal import ChannelEnd, ChannelEndFds, Waiter, check_sent
+from sddf.signal import (PPC_CALLEE_FAULTED, PPC_MALFORMED, Callee, Caller, ChannelEnd, ChannelEndFds,
+                         MalformedCall, Waiter, check_sent)
 from sddf.stats import STATS_SIZE, StatsWriter
 
-PPC_MESSAGE_MAX = 64 * 1024
-PPC_MALFORMED = -1  # the reply label a caller gets for a request the callee could not decode
-PPC_CALLEE_FAULTED = -2  # the monitor's answer to a call whose callee died while handling it
+FAULT_MESSAGE_MAX = 64 * 1024  # a child fault report from the monitor: child id and reason
 STATS_PERIOD_S = 0.1  # counters are published at most this often (and once more when idle)
 
 
@@ -74,11 +75,9 @@ class Component:
             name: Region.from_fd(name, g.fd, g.size, g.writable) for name, g in pd.regions.items()})
         self.__channels: dict[int, ChannelEnd] = {}
         self.__sends: dict[int, Callable[[], int]] = {}  # channel -> its notifier's one C call
-        self.__calls: dict[int, socket.socket] = {}
+        self.__calls: dict[int, Caller] = {}
         self.__waiter = Waiter()
         self.__outbox: set[int] = set()
-        self.__packer = msgpack.Packer()
-        self.__call_sequence = 0
         #: counters the monitor can read while the PD runs (``sddf counters``)
         self.counters: Counter[str] = Counter()
         self.__stats_page = Region.from_fd("stats", pd.stats_fd, STATS_SIZE, True) if pd.stats_fd >= 0 else None
@@ -90,12 +89,14 @@ class Component:
             self.__channels[ch] = end
             self.__sends[ch] = end.notifier.send
             self.__waiter.add_notification(ch, end.notification)
-            if grant.ppc_fd is not None:
-                sock = socket.socket(fileno=grant.ppc_fd)
-                self.__calls[ch] = sock
-                if grant.serves_calls:
-                    sock.setblocking(False)
-                    self.__waiter.add_callback(grant.ppc_fd, lambda ch=ch, s=sock: self.__serve(ch, s))
+            if grant.call is not None:
+                path = f"channel {ch} ({pd.name} <-> {grant.peer})"
+                if grant.can_call:
+                    self.__calls[ch] = Caller(grant.call, path)
+                elif grant.serves_calls:
+                    callee = Callee(grant.call, path)
+                    self.__waiter.add_callback(callee.fileno(), partial(self.__serve, ch, callee),
+                                               select.EPOLLIN | select.EPOLLET)
         for ch, fd in pd.irqs.items():
             self.__waiter.add_irq(ch, fd)
         if pd.child_faults_fd >= 0:
@@ -144,19 +145,10 @@ class Component:
 
     def ppcall(self, ch: int, label: int, mrs: list[int] | tuple[int, ...] = ()) -> tuple[int, list[int]]:
         """Call the higher-priority PD at the other end of ``ch`` and wait for its answer."""
-        sock = self.__calls.get(ch)
-        if sock is None or not self.pd.channels[ch].can_call:
+        caller = self.__calls.get(ch)
+        if caller is None:
             raise GrantError(f"PD {self.name!r} may not ppcall on channel {ch}")
-        self.__call_sequence += 1
-        sequence = self.__call_sequence
-        end = self.__channels[ch]
-        end.mark_call(sequence)
-        sock.send(self.__packer.pack([sequence, label, list(mrs)]))  # SOCK_SEQPACKET: all or nothing
-        while True:  # answers to earlier calls (a late "callee faulted") are dropped
-            answered, out_label, out_mrs = msgpack.unpackb(sock.recv(PPC_MESSAGE_MAX))
-            if answered == sequence:
-                break
-        end.mark_call(0)
+        out_label, out_mrs = caller.call(label, mrs)
         if out_label == PPC_CALLEE_FAULTED:
             raise ConnectionError(f"PD {self.name!r}: the PD called on channel {ch} "
                                   f"({self.pd.channels[ch].peer}) faulted during the call")
@@ -212,25 +204,19 @@ class Component:
         self.__published_at = time.monotonic()
         return None
 
-    def __serve(self, ch: int, sock: socket.socket) -> None:
+    def __serve(self, ch: int, callee: Callee) -> None:
         try:
-            request = sock.recv(PPC_MESSAGE_MAX)
-        except BlockingIOError:
+            request = callee.take()
+        except MalformedCall as exc:
+            self.log(f"refused a malformed PPC: {exc}")
+            callee.answer(PPC_MALFORMED, [])
             return
-        try:
-            sequence, label, mrs = msgpack.unpackb(request)
-            if not isinstance(label, int) or not all(isinstance(m, int) for m in mrs):
-                raise ValueError("label and message registers must be integers")
-        except (ValueError, TypeError, msgpack.UnpackException) as exc:
-            self.log(f"refused a malformed PPC on channel {ch}: {exc}")
-            sock.send(msgpack.packb([request_sequence(request), PPC_MALFORMED, []]))
-            return
-        out_label, out_mrs = self.protected(ch, label, mrs)
-        sock.send(self.__packer.pack([sequence, out_label, list(out_mrs)]))
-        self.__flush()
+        if request is not None:
+            callee.answer(*self.protected(ch, *request))
+            self.__flush()
 
     def __child_fault(self, sock: socket.socket) -> None:
-        child, reason = msgpack.unpackb(sock.recv(PPC_MESSAGE_MAX))
+        child, reason = msgpack.unpackb(sock.recv(FAULT_MESSAGE_MAX))
         sock.sendall(msgpack.packb(bool(self.fault(child, reason))))
         self.__flush()
 
@@ -241,15 +227,6 @@ class Component:
             status = sends[ch]()
             if status < 0:
                 check_sent(status, self.__channels[ch].notifier.eventfd)
-
-
-def request_sequence(request: bytes) -> int:
-    """The call sequence number of a PPC request, as far as it can be read (0 if not at all)."""
-    try:
-        sequence = msgpack.unpackb(request)[0]
-    except (ValueError, TypeError, IndexError, KeyError, msgpack.UnpackException):
-        return 0
-    return sequence if isinstance(sequence, int) else 0
 
 
 def _end_fds(grant: ChannelGrant) -> ChannelEndFds:

@@ -13,6 +13,8 @@ from typing import Any, Mapping, TypeVar
 
 import msgpack
 
+from sddf.signal import CallFds
+
 T = TypeVar("T")
 
 
@@ -32,7 +34,7 @@ class RegionGrant:
 
 @dataclass
 class ChannelGrant:
-    """One channel end: notification fds, and a PPC socket if calls go over it."""
+    """One channel end: notification fds, and a PPC call path's fds if calls go over it."""
 
     recv_eventfd: int
     send_eventfd: int
@@ -40,7 +42,7 @@ class ChannelGrant:
     recv_offset: int
     send_offset: int
     peer: str
-    ppc_fd: int | None = None      # our end of the PPC socket
+    call: CallFds | None = None    # our end of the channel's PPC path
     can_call: bool = False         # we may ppcall the peer
     serves_calls: bool = False     # the peer may ppcall us
 
@@ -66,8 +68,8 @@ class PdConfig:
         out = [self.fault_fd, self.stats_fd, self.child_faults_fd] + [r.fd for r in self.regions.values()] + list(self.irqs.values())
         for c in self.channels.values():
             out += [c.recv_eventfd, c.send_eventfd, c.words_fd]
-            if c.ppc_fd is not None:
-                out.append(c.ppc_fd)
+            if c.call is not None:
+                out += dataclasses.astuple(c.call)
         return sorted(set(out) - {-1})
 
     def pack(self) -> bytes:
@@ -77,7 +79,8 @@ class PdConfig:
     def unpack(cls, data: bytes) -> "PdConfig":
         raw = msgpack.unpackb(data, strict_map_key=False)
         raw["regions"] = {k: RegionGrant(**v) for k, v in raw["regions"].items()}
-        raw["channels"] = {int(k): ChannelGrant(**v) for k, v in raw["channels"].items()}
+        raw["channels"] = {int(k): ChannelGrant(**{**v, "call": v["call"] and CallFds(**v["call"])})
+                           for k, v in raw["channels"].items()}
         raw["irqs"] = {int(k): v for k, v in raw["irqs"].items()}
         return cls(**raw)
 

@@ -26,16 +26,13 @@ import msgpack
 from sddf.config import ChannelGrant, PdConfig, RegionGrant
 from sddf.devices import open_device
 from sddf.runtime import FAULT_EXIT
-from sddf.shm import PAGE_SIZE, Region
-from sddf import atomic
-from sddf.component import PPC_CALLEE_FAULTED
-from sddf.signal import call_word_offset, channel_pair
+from sddf.shm import Region
+from sddf.signal import CallPath, channel_pair
 from sddf.stats import STATS_SIZE, read_stats
 from sddf.system import Channel, ProtectionDomain, SystemDescription, load_program
 
 STOP_GRACE_S = 1.0
 PARENT_ANSWER_S = 2.0
-PPC_PEEK_MAX = 64 * 1024
 RESTART_BACKOFF_S = 0.1
 
 
@@ -51,17 +48,6 @@ def run_dir() -> str:
 
 def control_path(system: str) -> str:
     return os.path.join(run_dir(), f"{system}.sock")
-
-
-@dataclass
-class CallPath:
-    """One direction of PPC: who calls whom, the callee's socket end, and the caller's call word."""
-
-    caller: str
-    callee: str
-    callee_sock: socket.socket
-    words: Region
-    call_offset: int
 
 
 @dataclass
@@ -94,7 +80,6 @@ class Monitor:
         self._fds: list[int] = []          # fds the monitor owns on behalf of its PDs
         self._sockets: list[socket.socket] = []
         self._calls: list[CallPath] = []
-        self._call_pages: list[Region] = []
         self._fault_sockets: dict[str, socket.socket] = {}  # a parent PD's end for its children's faults
         self.pds: dict[str, PdState] = {}
         self._epoll = select.epoll()
@@ -132,30 +117,23 @@ class Monitor:
             self.pds[pd.name] = PdState(pd, configs[pd.name], pd.program, stats=stats)
 
     def _wire_channel(self, ch: Channel, configs: dict[str, PdConfig]) -> None:
-        """A channel's notification fds for both ends, and its PPC socket and call words if it has PPC."""
+        """A channel's notification fds for both ends, and its PPC call path if it has PPC."""
         end_a, end_b = channel_pair()
         self._fds += [end_a.recv_eventfd, end_a.send_eventfd, end_a.words_fd,
                       end_b.recv_eventfd, end_b.send_eventfd, end_b.words_fd]
-        ppc_a = ppc_b = None
-        if ch.pp_a or ch.pp_b:
-            sa, sb = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            self._sockets += [sa, sb]
-            ppc_a, ppc_b = sa.fileno(), sb.fileno()
-            words = Region.from_fd(f"channel {ch.pd_a.name}<->{ch.pd_b.name}", os.dup(end_a.words_fd),
-                                   PAGE_SIZE, True)
-            self._call_pages.append(words)
-            for caller, callee, callee_sock, recv_offset, pp in (
-                    (ch.pd_a, ch.pd_b, sb, end_a.recv_offset, ch.pp_a),
-                    (ch.pd_b, ch.pd_a, sa, end_b.recv_offset, ch.pp_b)):
-                if pp:
-                    self._calls.append(CallPath(caller.name, callee.name, callee_sock, words,
-                                                call_word_offset(recv_offset)))
+        call_a = call_b = None
+        if ch.pp_a or ch.pp_b:  # validation allows one direction only (into the higher priority)
+            caller, callee = (ch.pd_a, ch.pd_b) if ch.pp_a else (ch.pd_b, ch.pd_a)
+            path = CallPath(caller.name, callee.name)
+            self._calls.append(path)
+            call_a, call_b = ((path.caller_fds(), path.callee_fds()) if ch.pp_a
+                              else (path.callee_fds(), path.caller_fds()))
         configs[ch.pd_a.name].channels[ch.pd_a_id] = ChannelGrant(
             end_a.recv_eventfd, end_a.send_eventfd, end_a.words_fd, end_a.recv_offset,
-            end_a.send_offset, ch.pd_b.name, ppc_a, ch.pp_a, ch.pp_b)
+            end_a.send_offset, ch.pd_b.name, call_a, ch.pp_a, ch.pp_b)
         configs[ch.pd_b.name].channels[ch.pd_b_id] = ChannelGrant(
             end_b.recv_eventfd, end_b.send_eventfd, end_b.words_fd, end_b.recv_offset,
-            end_b.send_offset, ch.pd_a.name, ppc_b, ch.pp_b, ch.pp_a)
+            end_b.send_offset, ch.pd_a.name, call_b, ch.pp_b, ch.pp_a)
 
     def _own(self, fd: int) -> int:
         self._fds.append(fd)
@@ -229,20 +207,10 @@ class Monitor:
     def _fail_calls_into(self, callee: str) -> None:
         """Answer "callee faulted" to each caller whose request the dead ``callee`` had taken.
 
-        A request still queued is left for the restarted callee to answer."""
+        A request not yet taken is left for the restarted callee to answer."""
         for path in self._calls:
-            if path.callee != callee:
-                continue
-            sequence = atomic.load_acquire_u64(atomic.pointer(path.words.view), path.call_offset)
-            if not sequence:
-                continue
-            try:
-                path.callee_sock.recv(PPC_PEEK_MAX, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-                continue  # not taken yet
-            except BlockingIOError:
-                pass
-            path.callee_sock.send(msgpack.packb([sequence, PPC_CALLEE_FAULTED, []]))
-            self.log(f"PD {path.caller}: its call into {callee} failed (callee faulted)")
+            if path.callee == callee and path.fail_taken_call():
+                self.log(f"PD {path.caller}: its call into {callee} failed (callee faulted)")
 
     def _ask_parent(self, st: PdState, reason: str) -> None:
         """Microkit's fault handler: the parent's ``fault()`` decides whether the child restarts."""
@@ -441,10 +409,9 @@ class Monitor:
         for s in self._sockets:
             s.close()
         self._sockets.clear()
+        for path in self._calls:
+            path.close()
         self._calls.clear()
-        for page in self._call_pages:
-            page.close()
-        self._call_pages.clear()
         for region in self.regions.values():
             region.close()
         self.regions.clear()
