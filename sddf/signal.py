@@ -319,12 +319,12 @@ class Waiter:
 
     def __init__(self) -> None:
         self._epoll = select.epoll()
-        self._notifications: dict[int, tuple[int, Notification]] = {}
+        self._notifications: dict[int, tuple[int, Callable[[], int]]] = {}  # fd -> (channel, its consume)
         self._irqs: dict[int, int] = {}
         self._callbacks: dict[int, Callable[[], None]] = {}
 
     def add_notification(self, channel: int, notification: Notification) -> None:
-        self._notifications[notification.fileno()] = (channel, notification)
+        self._notifications[notification.fileno()] = (channel, notification.consume)
         self._epoll.register(notification.fileno(), select.EPOLLIN | select.EPOLLET)
 
     def add_irq(self, channel: int, fd: int, events: int = select.EPOLLIN) -> None:
@@ -343,15 +343,16 @@ class Waiter:
     def wait(self, timeout: float | None = None) -> list[int]:
         """Channels signalled since the last call (empty on timeout or spurious wake)."""
         ready = []
+        notifications = self._notifications
         for fd, _events in self._epoll.poll(-1 if timeout is None else timeout):
-            entry = self._notifications.get(fd)
+            entry = notifications.get(fd)
             if entry is None:
                 callback = self._callbacks.get(fd)
                 if callback is not None:
                     callback()
                 else:
                     ready.append(self._irqs[fd])
-            elif entry[1].consume():
+            elif entry[1]():
                 ready.append(entry[0])
         return ready
 
