@@ -173,11 +173,12 @@ class Component:
         self.__waiter.add_callback(wake_r, lambda: self.__signalled(wake_r))
         self.init()
         self.__flush()
-        # the hot loop: bound methods in locals, and no call to flush an empty outbox
-        wait, publish, notified, flush, outbox = (self.__waiter.wait, self.__publish_stats, self.notified,
-                                                  self.__flush, self.__outbox)
+        # the hot loop: bound methods in locals, and no call to publish unchanged counters or to
+        # flush an empty outbox (dict.__eq__, not Counter.__eq__, which costs a Python frame)
+        wait, notified, flush, outbox = self.__waiter.wait, self.notified, self.__flush, self.__outbox
+        publish, published, unchanged = self.__publish_stats, self.__published, dict.__eq__
         while True:
-            for ch in wait(publish()):
+            for ch in wait(None if unchanged(self.counters, published) else publish()):
                 notified(ch)
                 if outbox:
                     flush()
@@ -193,14 +194,15 @@ class Component:
             raise SystemExit(0)
 
     def __publish_stats(self) -> float | None:
-        """Publish changed counters (rate-limited); return how long to sleep before trying again."""
-        if self.__stats is None or dict.__eq__(self.counters, self.__published):  # not Counter.__eq__: a Python frame
+        """Publish the counters, which changed (rate-limited); return how long to sleep before trying again."""
+        if self.__stats is None:
             return None
         wait = self.__published_at + STATS_PERIOD_S - time.monotonic()
         if wait > 0:
             return wait
         self.__stats.publish(self.counters)
-        self.__published = dict(self.counters)
+        self.__published.clear()  # in place: the loop holds it
+        self.__published.update(self.counters)
         self.__published_at = time.monotonic()
         return None
 
