@@ -120,3 +120,21 @@ def test_frames_beyond_the_drivers_queue_go_out_as_it_completes(tx: TxHarness) -
     tx.submit(0, 100)  # over six driver queues' worth: the rest waits for room
     sent = [tx.transmit() for _ in range(10)]
     assert sum(sent) == 100, f"virt_tx must ask the driver for completions while frames wait: {sent}"
+
+
+def test_a_client_resending_a_buffer_not_yet_given_back_is_refused(tx: TxHarness) -> None:
+    free = tx.clients[0][0]
+    for first in range(0, CLIENT_BUFFERS, DRIVER_CAPACITY):  # fill client 0's free queue: it never takes it
+        tx.submit(0, DRIVER_CAPACITY, first)
+        tx.transmit()
+    assert free.length() == CLIENT_CAPACITY
+    tx.submit(0, 1)  # buffer 0 again (it was given back): sent, but its return must wait for room
+    tx.transmit()
+    for _ in range(50):  # resending it while virt_tx still holds it
+        tx.submit(0, 1)
+        tx.transmit()
+    waiting = tx.virt.clients[0].returns
+    assert len(waiting) == 1, f"virt_tx accepted a buffer it still held: {len(waiting)} copies wait to go back"
+    assert tx.virt.counters["client0.not_owned"] == 50
+    tx.submit(1, 3)  # the other client is not disturbed
+    assert tx.sent_by() == [1, 1, 1]

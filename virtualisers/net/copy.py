@@ -62,7 +62,9 @@ class NetCopier(Component):
                 dst_off = self.spare.pop()[0]
                 self.dst.slot(dst_off)[:length] = src[:length]
                 delivered.append((dst_off, length, oid))
-            self.client_active.enqueue_many(delivered)
+            sent = self.client_active.enqueue_many(delivered)
+            if sent < len(delivered):  # only a client that returned a buffer twice can fill its queue
+                self.counters["dropped_client_queue_full"] += len(delivered) - sent
             self.virt_free.enqueue_many(returned)
             if delivered and signal_needed(self.client_active.flag):
                 self.notify(self.config.client.channel)

@@ -6,8 +6,9 @@ client cannot starve another. Only clients that may have frames are visited: one
 notified us, or one not yet drained; a drained client is asked to notify us, so a pass costs
 the same however many clients are idle. Completed buffers are collected on every pass; the driver is
 asked to notify completions only when a client runs short or the driver's queue is full. Completed buffers go back to the client that owns them. An
-offset outside the client's region, a bad length, a buffer already in flight, or a queue
-protocol violation is refused and counted for that client only.
+offset outside the client's region, a bad length, a buffer it does not hold (at the driver, or
+not yet back on its free queue), or a queue protocol violation is refused and counted for that
+client only; what virt_tx keeps per client is bounded by the client's buffer count.
 """
 from __future__ import annotations
 
@@ -28,8 +29,9 @@ class _Client:
         self.io_addr, self.size = port.data.io_addr, port.data.size
         self.buffers = self.size // NET_BUFFER_SIZE
         self.free, self.active = consuming_side(f"{virt.name}<-{port.name}.tx", *port.queues.views(virt.regions))
-        self.in_flight: set[int] = set()
-        self.returns: list[tuple] = []
+        self.in_flight: set[int] = set()  # at the driver
+        self.returns: list[tuple] = []  # waiting for room on the client's free queue
+        self.returning: set[int] = set()  # their offsets: still ours, so the client cannot send them
 
 
 class NetVirtTx(Component):
@@ -76,11 +78,16 @@ class NetVirtTx(Component):
         for io, _len, oid in descs:
             c = self._owner(io)
             off = io - c.io_addr if c is not None else -1
-            if c is None or (off not in c.in_flight and not self.adopting):
+            if c is None or off in c.returning or (off not in c.in_flight and not self.adopting):
                 self.counters["bad_from_driver"] += 1
                 continue
             c.in_flight.discard(off)
-            c.returns.append((off, 0, oid))
+            self._give_back(c, off, oid)
+
+    @staticmethod
+    def _give_back(c: _Client, off: int, oid: int) -> None:
+        c.returning.add(off)
+        c.returns.append((off, 0, oid))
 
     def _multiplex(self) -> None:
         """Round-robin over the busy clients: each moves up to ``batch`` frames per turn while the
@@ -119,11 +126,11 @@ class NetVirtTx(Component):
         for off, length, oid in descs:
             if not is_buffer_offset(off, c.size, NET_BUFFER_SIZE):
                 self.counters[f"{c.name}.bad_offset"] += 1
+            elif off in c.in_flight or off in c.returning:
+                self.counters[f"{c.name}.not_owned"] += 1
             elif not 0 < length <= NET_BUFFER_SIZE:
                 self.counters[f"{c.name}.bad_length"] += 1
-                c.returns.append((off, 0, oid))
-            elif off in c.in_flight:
-                self.counters[f"{c.name}.not_owned"] += 1
+                self._give_back(c, off, oid)
             else:
                 c.in_flight.add(off)
                 out.append((c.io_addr + off, length, oid))
@@ -138,6 +145,8 @@ class NetVirtTx(Component):
             except QueueProtocolError as exc:
                 self.refuse(f"{c.name}.protocol_errors", exc)
                 continue
+            for off, _, _ in c.returns[:sent]:
+                c.returning.discard(off)
             del c.returns[:sent]
             if sent and signal_needed(c.free.flag):
                 self.notify(c.channel)
