@@ -12,8 +12,8 @@ import pytest
 
 from sddf import atomic
 from sddf.shm import PAGE_SIZE, Region, RegionError
-from sddf.signal import (MESSAGES, PPC_CALLEE_FAULTED, PPC_MAX_MRS, REPLY_MESSAGE, REQUEST_MESSAGE, Callee,
-                         CallFds, Caller, CallPath, MalformedCall, Waiter)
+from sddf.signal import (MESSAGES, PPC_CALLEE_FAULTED, PPC_MAX_MRS, REPLY_ANSWERED, REPLY_MESSAGE, REQUEST_MESSAGE,
+                         REQUEST_SEQUENCE, Callee, CallFds, Caller, CallPath, MalformedCall, Waiter)
 
 ANSWER_S = 5.0
 
@@ -55,8 +55,8 @@ class Calling:
         return self._thread.is_alive()
 
 
-def serve_one(callee: Callee, answer: tuple[int, list[int]] | None = None) -> tuple[int, list[int]]:
-    """Wait (edge-triggered, like a component) for a call, answer it (default: echo) and return it."""
+def take_one(callee: Callee) -> tuple[int, list[int]]:
+    """Wait (edge-triggered, like a component) for a call and take it."""
     waiter = Waiter()
     taken: list[tuple[int, list[int]]] = []
 
@@ -73,8 +73,14 @@ def serve_one(callee: Callee, answer: tuple[int, list[int]] | None = None) -> tu
     finally:
         waiter.close()
     assert taken, "no call came"
-    callee.answer(*(answer or taken[0]))
     return taken[0]
+
+
+def serve_one(callee: Callee, answer: tuple[int, list[int]] | None = None) -> tuple[int, list[int]]:
+    """Take a call, answer it (default: echo) and return it."""
+    request = take_one(callee)
+    callee.answer(*(answer or request))
+    return request
 
 
 def test_a_call_gets_its_answer(path: CallPath) -> None:
@@ -140,11 +146,7 @@ def test_a_call_the_dead_callee_had_not_taken_is_served_by_the_next(path: CallPa
 def test_the_monitor_answers_a_call_the_dead_callee_held(path: CallPath) -> None:
     callee, caller = Callee(dup(path.callee_fds()), "p"), Caller(dup(path.caller_fds()), "p")
     call = Calling(caller, 5, [5])
-    waiter = Waiter()
-    waiter.add_callback(callee.fileno(), lambda: None, select.EPOLLIN | select.EPOLLET)
-    waiter.wait(ANSWER_S)
-    waiter.close()
-    assert callee.take() == (5, [5])
+    assert take_one(callee) == (5, [5])
     callee.close()  # dies holding it
     assert path.fail_taken_call() != 0
     assert call.result() == (PPC_CALLEE_FAULTED, [])
@@ -158,7 +160,7 @@ def test_garbage_from_the_caller_is_refused_naming_the_path(path: CallPath) -> N
     callee = Callee(dup(path.callee_fds()), "channel 1 (a <-> b)")
     request = path.request.view  # the monitor's rw map: write what a broken caller would
     MESSAGES[0].pack_into(request, REQUEST_MESSAGE, 9, 0xFFFF_FFFF)  # a register count far past the page
-    atomic.store_release_u64(atomic.pointer(request), 0, 1)
+    atomic.store_release_u64(atomic.pointer(request), REQUEST_SEQUENCE, 1)
     with pytest.raises(MalformedCall, match=r"request on channel 1 \(a <-> b\).*4294967295 message registers"):
         callee.take()
 
@@ -169,7 +171,7 @@ def test_garbage_from_the_callee_is_refused_naming_the_path(path: CallPath) -> N
     assert call.unanswered_after(0.1)
     reply = path.reply.view
     MESSAGES[0].pack_into(reply, REPLY_MESSAGE, 0, PPC_MAX_MRS + 1)
-    atomic.store_release_u64(atomic.pointer(reply), 8, 1)  # answered: call 1
+    atomic.store_release_u64(atomic.pointer(reply), REPLY_ANSWERED, 1)
     os.eventfd_write(path.reply_eventfd, 1)
     answer = call.result()
     assert isinstance(answer, MalformedCall) and "reply on channel 1 (a <-> b)" in str(answer)
