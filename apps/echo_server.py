@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import time
 
-from sddf.apps.net_client import NetClient
+from sddf.net.client import NetClient
 from sddf.apps.netstack import EchoService, NetStack
-from sddf.timer import set_timeout
+from sddf.timer.client import set_timeout
 
 UDP_ECHO_PORT = 1235
 TCP_ECHO_PORT = 1236
@@ -18,8 +18,7 @@ TCP_ECHO_PORT = 1236
 class EchoServer(NetClient):
     kind = "net.client"
 
-    def init(self) -> None:
-        super().init()
+    def setup(self) -> None:
         self.stack = NetStack(mac=self.config.mac, ip=self.config.ip)
         self.stack.counters.update(self.counters)
         self.counters = self.stack.counters  # the stack's drop counters are published with ours
@@ -28,14 +27,13 @@ class EchoServer(NetClient):
         self.log(f"echo server on {self.config.ip} ({self.config.mac.hex(':')}): "
                  f"UDP {UDP_ECHO_PORT}, TCP {TCP_ECHO_PORT}, ping")
 
-    def notified(self, ch: int) -> None:
-        if ch == self.config.timer:
-            self.timer_due = None
-            now = time.monotonic_ns()
-            self.stack.on_timer(now)
-            self._pump(now)
-        else:
-            super().notified(ch)
+    def other_notified(self, ch: int) -> None:
+        if ch != self.config.timer:
+            super().other_notified(ch)
+        self.timer_due = None
+        now = time.monotonic_ns()
+        self.stack.on_timer(now)
+        self._pump(now)  # retransmissions, probes and ARP retries are sent before we return
 
     def received(self, frames: list[bytes]) -> None:
         now = time.monotonic_ns()

@@ -8,13 +8,24 @@ from __future__ import annotations
 
 import struct
 import time
+from dataclasses import dataclass
 
 from sddf.component import Component
-from sddf.config import PingPongConfig
-from sddf.queue.net import NET_BUFFER_SIZE, buffer_validator, consuming_side, producing_side
-from sddf.signal import drain, signal_needed
+from sddf.net.queue import NET_BUFFER_SIZE, BufferSpace, consuming_side, producing_side
+from sddf.queue.ring import drain
 
 COUNTER = struct.Struct("<Q")
+
+
+@dataclass
+class PingPongConfig:
+    """One end of the ping-pong demo: the channel to its peer, the queue capacity, the buffers
+    in flight (ping only) and how often to report."""
+
+    peer: int
+    capacity: int
+    in_flight: int = 8
+    report_every_s: float = 1.0
 
 
 class _End(Component):
@@ -26,11 +37,14 @@ class _End(Component):
         self.data = self.regions["data"]
         attach = producing_side if self.produces_active else consuming_side
         free, active = attach(self.name, self.regions["free"], self.regions["active"], self.config.capacity,
-                              buffer_validator(0, len(self.data)))
+                              BufferSpace([(0, self.data)]), self.refuse)
         self.incoming, self.outgoing = (free, active) if self.produces_active else (active, free)
-        self.fresh = free.index == 0 and active.index == 0
-        if not self.fresh:  # restarted: the peer may be waiting for what we had not handled
-            self.notified(self.config.peer)
+        if free.index == 0 and active.index == 0:  # a fresh system (after a restart they are in flight)
+            self.first_buffers()
+        self.notified(self.config.peer)  # what arrived while we were down, and a signal requested
+
+    def first_buffers(self) -> None:
+        """A fresh system: put the first buffers in flight (the end that owns them)."""
 
     def notified(self, ch: int) -> None:
         drain(self.incoming, self.bounce)
@@ -39,7 +53,7 @@ class _End(Component):
         replies = [(offset, COUNTER.size, 0) for offset, _, _ in descs
                    if self.step(offset, COUNTER.unpack_from(self.data, offset)[0])]
         self.outgoing.enqueue_many(replies)
-        if replies and signal_needed(self.outgoing.flag):
+        if replies and self.outgoing.signal_needed():
             self.notify(self.config.peer)
 
     def step(self, offset: int, value: int) -> bool:
@@ -56,9 +70,9 @@ class Ping(_End):
         self.bounces = 0
         self.since = time.monotonic()
         super().init()
-        if self.fresh:  # after a restart the buffers are already in flight
-            self.bounce([(i * NET_BUFFER_SIZE, 0, 0) for i in range(self.config.in_flight)])
-            self.incoming.flag.request()
+
+    def first_buffers(self) -> None:
+        self.bounce([(i * NET_BUFFER_SIZE, 0, 0) for i in range(self.config.in_flight)])
 
     def step(self, offset: int, value: int) -> bool:
         want = self.expected.get(offset)

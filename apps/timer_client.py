@@ -7,8 +7,8 @@ one stalls the round, which the round count shows).
 from __future__ import annotations
 
 from sddf.component import Component
-from sddf.config import TimerClientConfig
-from sddf.timer import set_timeout, time_now
+from sddf.timer.config import TimerClientConfig
+from sddf.timer.client import set_timeout, time_now
 
 NS_PER_MS = 1_000_000
 

@@ -52,7 +52,7 @@ import psutil
 from _common import Target, console, print_table, rate
 
 from sddf.cli import control
-from sddf.netns import NetNamespace
+from sddf.tools.netns import NetNamespace
 
 REPO = _common.BENCH_DIR.parent
 BASELINES = _common.BENCH_DIR / "baselines"

@@ -4,7 +4,7 @@
 * sddf net queue — the product: a producer takes buffers from the free queue and puts them on
   the active queue, the consumer takes them from active and returns them on free, 512 buffers
   circulating in queues of capacity 512, each batch moved with ``dequeue_flat``/``enqueue_flat``.
-  Both ends validate what they dequeue (``buffer_validator``), sleep on a :class:`~sddf.signal.Waiter` after
+  Both ends check what they dequeue (against a ``BufferSpace``), sleep on a :class:`~sddf.channel.Waiter` after
   ``request_and_recheck`` and notify after publishing when ``signal_needed`` says so.
 * bare struct rings, round trip — the pure-Python ceiling for the same work: a free and an
   active ring of the same layout, each process takes a batch from one with one ``unpack_from``
@@ -45,11 +45,9 @@ from typing import Callable, Protocol
 import faster_fifo
 
 from _common import Target, console, rate
-from sddf.queue.net import (DESC_SIZE, NET_BUFFER_SIZE, NetConsumer, NetProducer, buffer_validator,
-                            fill_free, queue_size)
+from sddf.net.queue import DESC_SIZE, NET_BUFFER_SIZE, BufferSpace, NetConsumer, NetProducer, fill_free, queue_size
 from sddf.shm import Region, round_to_pages
-from sddf.signal import (ChannelEnd, ChannelEndFds, Waiter, channel_pair, request_and_recheck,
-                         signal_needed)
+from sddf.channel import ChannelEnd, ChannelEndFds, Waiter, channel_pair
 
 CAPACITY = 512
 MP_MESSAGE = bytes(64)
@@ -117,40 +115,37 @@ class SddfNet:
         self.free, self.active = Region.create("free", size), Region.create("active", size)
         self.fds = channel_pair()
         fill = NetProducer("free", self.free.view, CAPACITY)
-        fill_free(fill, 0, CAPACITY)
+        fill_free(fill, self.buffers().addresses())
         del fill  # releases its pointer into the region
 
     def producer(self) -> Step:
-        return self._forward(NetConsumer("free", self.free.view, CAPACITY, self.validator()),
+        return self._forward(NetConsumer("free", self.free.view, CAPACITY, self.buffers()),
                              NetProducer("active", self.active.view, CAPACITY), self.fds[0])
 
     def consumer(self) -> Step:
-        return self._forward(NetConsumer("active", self.active.view, CAPACITY, self.validator()),
+        return self._forward(NetConsumer("active", self.active.view, CAPACITY, self.buffers()),
                              NetProducer("free", self.free.view, CAPACITY), self.fds[1])
 
     @staticmethod
-    def validator() -> Callable:
-        """What both ends check: a whole buffer of the CAPACITY-buffer data region."""
-        return buffer_validator(0, CAPACITY * NET_BUFFER_SIZE)
+    def buffers() -> BufferSpace:
+        """What both ends check against: whole buffers of the CAPACITY-buffer data region."""
+        return BufferSpace([(0, CAPACITY * NET_BUFFER_SIZE)])
 
     def _forward(self, src: NetConsumer, dst: NetProducer, fds: ChannelEndFds) -> Step:
         """Move up to a batch from ``src`` to ``dst``, notify the peer if it asked; sleep when ``src`` is empty."""
         end = ChannelEnd.attach(fds)
         waiter = Waiter()
         waiter.add_notification(0, end.notification)
-        batch, flag = self.batch, src.flag
-
-        def has_work() -> bool:
-            return not src.empty()
+        batch, recheck = self.batch, src.request_and_recheck
 
         def step() -> int:
             descs = src.dequeue_flat(batch)  # the batch API for forwarding descriptors unchanged
             if descs:
                 moved = dst.enqueue_flat(descs)  # always fits: there are only CAPACITY buffers
-                if signal_needed(dst.flag):
+                if dst.signal_needed():
                     end.notify()
                 return moved
-            if not request_and_recheck(flag, has_work):
+            if not recheck():
                 waiter.wait(SLEEP_TIMEOUT_S)
             return 0
 

@@ -23,13 +23,14 @@ store_release_u64 = lib.store_release_u64
 fence = lib.fence_seq_cst
 exchange_u64 = lib.exchange_u64
 fetch_or_u64 = lib.fetch_or_u64
-notify_word = lib.notify_word  # set a pending word, write the eventfd if it was clear (sddf.signal)
-flag_claim_u32 = lib.flag_claim_u32  # fence, then take a requested signal (sddf.signal.signal_needed)
+notify_word = lib.notify_word  # set a pending word, write the eventfd if it was clear (sddf.channel)
 # one end of a queue: its index step per batch in C (sddf/queue/ring.py, entries.py)
 ring_refresh = lib.ring_refresh
 ring_advance = lib.ring_advance
 ring_take = lib.ring_take
 ring_put = lib.ring_put
+ring_request_recheck = lib.ring_request_recheck  # request a signal, fence, re-check (the waiting end)
+ring_claim_signal = lib.ring_claim_signal  # fence, then take a requested signal (the signalling end)
 NULL = ffi.NULL
 
 LOADS = {16: load_acquire_u16, 32: load_acquire_u32, 64: load_acquire_u64}
@@ -39,6 +40,11 @@ STORES = {16: store_release_u16, 32: store_release_u32, 64: store_release_u64}
 def new_ring() -> Any:
     """A zeroed ``sddf_ring`` (the C state of one queue end), freed with its last reference."""
     return ffi.new("sddf_ring *")
+
+
+def new_spans(spans: list[tuple[int, int]]) -> Any:
+    """An ``sddf_span`` array of (lowest, highest) buffer addresses for a ring's net check."""
+    return ffi.new("sddf_span[]", [{"lo": lo, "hi": hi} for lo, hi in spans])
 
 
 def pointer(buffer: Any) -> Pointer:

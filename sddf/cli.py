@@ -86,7 +86,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def run_in_netns(args: argparse.Namespace) -> int:
     """Run the system in a fresh network namespace, removed (with its TAPs) on exit."""
-    from sddf.netns import NetNamespace, can_make_named, unshare_prefix
+    from sddf.tools.netns import NetNamespace, can_make_named, unshare_prefix
 
     inner = [sys.executable, "-m", "sddf.cli", "run", args.system]
     if args.duration is not None:
@@ -117,7 +117,7 @@ def run_forwarding_stops(cmd: list[str]) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from sddf.demo import main as demo
+    from sddf.tools.demo import main as demo
 
     return demo(inside=args.inside)
 
@@ -225,7 +225,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_top(args: argparse.Namespace) -> int:
-    from sddf.top import top
+    from sddf.tools.top import top
 
     return top(lambda req: control(args.system_name, req), interval=args.interval, once=args.once)
 

@@ -1,9 +1,10 @@
 """The Component base class: Microkit's entry points on one single-threaded epoll loop.
 
 A component overrides ``init()``, ``notified(ch)`` and, if others may call it,
-``protected(ch, label, mrs)``. It talks with ``notify(ch)`` (sent once, when the current
-handler returns: notifications coalesce), ``ppcall(ch, label, mrs)`` (a synchronous call
-into a higher-priority PD) and ``irq_ack(ch)``. ``self.regions[name]`` are its mapped
+``protected(ch, label, mrs)``. It talks with ``notify(ch)`` (sent at once: a driver or
+virtualiser caps a pass at a batch, notifies, and goes on), ``deferred_notify(ch)`` (sent
+once, when the current handler returns), ``ppcall(ch, label, mrs)`` (a synchronous call
+into a higher-priority PD) and ``irq_ack(ch)``. Notifications coalesce like seL4's. ``self.regions[name]`` are its mapped
 regions as memoryviews; ``self.config`` is its typed config (``Config`` dataclass).
 Nothing polls: the loop sleeps in epoll until a channel, irq or call needs it.
 """
@@ -16,14 +17,14 @@ import socket
 import time
 from collections import Counter
 from functools import partial
-from typing import Any, Callable, ClassVar, Iterator, Mapping
+from typing import Any, Callable, ClassVar, Iterator, Mapping, NoReturn
 
 import msgpack
 
 from sddf.config import ChannelGrant, PdConfig, typed
 from sddf.shm import Region
-from sddf.signal import (PPC_CALLEE_FAULTED, PPC_MALFORMED, Callee, Caller, ChannelEnd, ChannelEndFds,
-                         MalformedCall, Waiter, check_sent)
+from sddf.channel import ChannelEnd, ChannelEndFds, Waiter, check_sent
+from sddf.ppc import Callee, Caller, MalformedCall, PPC_CALLEE_FAULTED, PPC_MALFORMED
 from sddf.stats import STATS_SIZE, StatsWriter
 
 FAULT_MESSAGE_MAX = 64 * 1024  # a child fault report from the monitor: child id and reason
@@ -74,9 +75,11 @@ class Component:
         self.regions = Regions(pd.name, {
             name: Region.from_fd(name, g.fd, g.size, g.writable) for name, g in pd.regions.items()})
         self.__channels: dict[int, ChannelEnd] = {}
-        self.__sends: dict[int, Callable[[], int]] = {}  # channel -> its notifier's one C call
-        self.__calls: dict[int, Caller] = {}
-        self.__waiter = Waiter()
+        #: channel -> its notifier's one C call (``sddf.testing`` wraps these to record notifies)
+        self._sends: dict[int, Callable[[], int]] = {}
+        #: channel -> the call path into a higher-priority PD (``sddf.testing`` calls in-process)
+        self._calls: dict[int, Caller] = {}
+        self._waiter = Waiter()
         self.__outbox: set[int] = set()
         #: counters the monitor can read while the PD runs (``sddf counters``)
         self.counters: Counter[str] = Counter()
@@ -87,21 +90,21 @@ class Component:
         for ch, grant in pd.channels.items():
             end = ChannelEnd.attach(_end_fds(grant))
             self.__channels[ch] = end
-            self.__sends[ch] = end.notifier.send
-            self.__waiter.add_notification(ch, end.notification)
+            self._sends[ch] = end.notifier.send
+            self._waiter.add_notification(ch, end.notification)
             if grant.call is not None:
                 path = f"channel {ch} ({pd.name} <-> {grant.peer})"
                 if grant.can_call:
-                    self.__calls[ch] = Caller(grant.call, path)
+                    self._calls[ch] = Caller(grant.call, path)
                 elif grant.serves_calls:
                     callee = Callee(grant.call, path)
-                    self.__waiter.add_callback(callee.fileno(), partial(self.__serve, ch, callee),
+                    self._waiter.add_callback(callee.fileno(), partial(self.__serve, ch, callee),
                                                select.EPOLLIN | select.EPOLLET)
         for ch, fd in pd.irqs.items():
-            self.__waiter.add_irq(ch, fd)
+            self._waiter.add_irq(ch, fd)
         if pd.child_faults_fd >= 0:
             faults = socket.socket(fileno=pd.child_faults_fd)
-            self.__waiter.add_callback(pd.child_faults_fd, lambda: self.__child_fault(faults))
+            self._waiter.add_callback(pd.child_faults_fd, lambda: self.__child_fault(faults))
 
     # ---- entry points (override) --------------------------------------------------------
     def init(self) -> None:
@@ -136,16 +139,28 @@ class Component:
             self.log(f"refused: {message}")
 
     def notify(self, ch: int) -> None:
-        """Notify the PD at the other end of ``ch`` (sent once, after the current handler)."""
-        if ch not in self.__channels:
-            raise GrantError(f"PD {self.name!r} has no channel {ch} (it has: {sorted(self.__channels)})")
+        """Notify the PD at the other end of ``ch`` now (Microkit's ``microkit_notify``)."""
+        send = self._sends.get(ch)
+        if send is None:
+            self.__no_channel(ch)
+        status = send()
+        if status < 0:
+            check_sent(status, self.__channels[ch].notifier.eventfd)
+
+    def deferred_notify(self, ch: int) -> None:
+        """Notify the PD at the other end of ``ch`` once the current handler returns (Microkit's
+        ``microkit_deferred_notify``; unlike Microkit, every channel deferred in a handler is sent,
+        not only the last)."""
+        if ch not in self._sends:
+            self.__no_channel(ch)
         self.__outbox.add(ch)
 
-    deferred_notify = notify  # Microkit's name: here every notify is deferred to the handler's end
+    def __no_channel(self, ch: int) -> NoReturn:
+        raise GrantError(f"PD {self.name!r} has no channel {ch} (it has: {sorted(self.__channels)})")
 
     def ppcall(self, ch: int, label: int, mrs: list[int] | tuple[int, ...] = ()) -> tuple[int, list[int]]:
         """Call the higher-priority PD at the other end of ``ch`` and wait for its answer."""
-        caller = self.__calls.get(ch)
+        caller = self._calls.get(ch)
         if caller is None:
             raise GrantError(f"PD {self.name!r} may not ppcall on channel {ch}")
         out_label, out_mrs = caller.call(label, mrs)
@@ -159,7 +174,7 @@ class Component:
         fd = self.pd.irqs.get(ch)
         if fd is None:
             raise GrantError(f"PD {self.name!r} has no irq on channel {ch}")
-        self.__waiter.irq_ack(fd)
+        self._waiter.irq_ack(fd)
 
     # ---- the loop -----------------------------------------------------------------------
     def run(self) -> None:
@@ -170,18 +185,31 @@ class Component:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGTERM, lambda *_: None)
-        self.__waiter.add_callback(wake_r, lambda: self.__signalled(wake_r))
-        self.init()
-        self.__flush()
+        self._waiter.add_callback(wake_r, lambda: self.__signalled(wake_r))
+        self.start()
         # the hot loop: bound methods in locals, and no call to publish unchanged counters or to
         # flush an empty outbox (dict.__eq__, not Counter.__eq__, which costs a Python frame)
-        wait, notified, flush, outbox = self.__waiter.wait, self.notified, self.__flush, self.__outbox
+        wait, notified, flush, outbox = self._waiter.wait, self.notified, self.__flush, self.__outbox
         publish, published, unchanged = self.__publish_stats, self.__published, dict.__eq__
         while True:
             for ch in wait(None if unchanged(self.counters, published) else publish()):
                 notified(ch)
                 if outbox:
                     flush()
+
+    def start(self) -> None:
+        """Run ``init`` and send what it deferred."""
+        self.init()
+        self.__flush()
+
+    def handle_pending(self) -> list[int]:
+        """Handle the channels pending now, without sleeping, as the loop would; return them
+        (how ``sddf.testing`` steps a component in-process)."""
+        handled = self._waiter.wait(0)
+        for ch in handled:
+            self.notified(ch)
+            self.__flush()
+        return handled
 
     @staticmethod
     def __signalled(wake_r: int) -> None:
@@ -223,7 +251,7 @@ class Component:
         self.__flush()
 
     def __flush(self) -> None:
-        outbox, sends = self.__outbox, self.__sends
+        outbox, sends = self.__outbox, self._sends
         while outbox:
             ch = outbox.pop()
             status = sends[ch]()

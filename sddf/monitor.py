@@ -27,7 +27,8 @@ from sddf.config import ChannelGrant, PdConfig, RegionGrant
 from sddf.devices import open_device
 from sddf.runtime import FAULT_EXIT
 from sddf.shm import Region
-from sddf.signal import CallPath, channel_pair
+from sddf.channel import channel_pair
+from sddf.ppc import CallPath
 from sddf.stats import STATS_SIZE, read_stats
 from sddf.system import Channel, ProtectionDomain, SystemDescription, load_program
 
@@ -72,10 +73,13 @@ class PdState:
 class Monitor:
     """Runs one SystemDescription until it is stopped."""
 
-    def __init__(self, sdf: SystemDescription, log: Callable[[str], None] | None = None) -> None:
+    def __init__(self, sdf: SystemDescription, log: Callable[[str], None] | None = None,
+                 devices: Callable[[str], int] = open_device) -> None:
+        """``devices`` opens the host device an irq source names (``sddf.testing`` fakes them)."""
         sdf.check()
         self.sdf = sdf
         self.log = log or log_to_stderr
+        self._open_device = devices
         self.regions: dict[str, Region] = {}
         self._fds: list[int] = []          # fds the monitor owns on behalf of its PDs
         self._sockets: list[socket.socket] = []
@@ -104,7 +108,7 @@ class Monitor:
         for ch in self.sdf.channels:
             self._wire_channel(ch, configs)
         for irq in self.sdf.irqs:
-            configs[irq.pd.name].irqs[irq.id] = self._own(open_device(irq.source))
+            configs[irq.pd.name].irqs[irq.id] = self._own(self._open_device(irq.source))
         for pd in self.sdf.pds:
             if pd.children:
                 mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)

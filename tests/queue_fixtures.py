@@ -14,7 +14,9 @@ from typing import Any, Callable, Sequence
 
 from hypothesis import strategies as st
 
-from sddf.queue import blk, net, serial
+from sddf.blk import queue as blk
+from sddf.net import queue as net
+from sddf.serial import queue as serial
 from sddf.queue.entries import EntryConsumer, EntryProducer, Validator
 from sddf.queue.ring import RingEnd
 
@@ -103,6 +105,7 @@ class QueueKind:
     new_producer: Callable[[QueueMemory], RingEnd]
     new_consumer: NewConsumer
     flag_offset: int | None = None
+    flag_waiter: str = "consumer"  # the end that requests signals (sDDF: net's consumer, serial's producer)
     plugged_offset: int | None = None
 
     @property
@@ -205,7 +208,7 @@ class ByteKind(QueueKind):
 
 NET = EntryKind(
     name="net", index_bits=16, tail_offset=0, head_offset=2, header_size=8, flag_offset=4,
-    entry_format="<QHB5x", item=st.tuples(uint(64), uint(16), uint(8)),
+    entry_format="<QHB5x", item=st.tuples(uint(64), uint(16), uint(6)),  # oid is a 6-bit field
     new_producer=lambda m: net.NetProducer(m.kind.name, m.header, m.capacity),
     new_consumer=lambda m, v: net.NetConsumer(m.kind.name, m.header, m.capacity, v))
 
@@ -234,6 +237,7 @@ BLK_RESP = EntryKind(
 
 SERIAL = ByteKind(
     name="serial", index_bits=32, tail_offset=0, head_offset=4, header_size=12, flag_offset=8,
+    flag_waiter="producer",
     item=uint(8),
     new_producer=lambda m: serial.SerialProducer(m.kind.name, m.header, m.slots, m.capacity),
     new_consumer=_no_validator(lambda m: serial.SerialConsumer(m.kind.name, m.header, m.slots, m.capacity)))

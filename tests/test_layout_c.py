@@ -20,12 +20,14 @@ import pytest
 
 from helpers.regions import Resources, scoped_resources
 from sddf import atomic
-from sddf.queue import blk, net, serial
-from sddf.queue.blk import (BlkReq, BlkReqCode, BlkResp, BlkRespStatus, BlkStorageInfo, ReqConsumer,
+from sddf.blk import queue as blk
+from sddf.net import queue as net
+from sddf.serial import queue as serial
+from sddf.blk.queue import (BlkReq, BlkReqCode, BlkResp, BlkRespStatus, BlkStorageInfo, ReqConsumer,
                             ReqProducer, RespConsumer, RespProducer, read_storage_info, write_storage_info)
-from sddf.queue.net import NetBuffDesc, NetConsumer, NetProducer
-from sddf.queue.ring import Layout, SignalFlag
-from sddf.queue.serial import SerialConsumer, SerialProducer
+from sddf.net.queue import NetBuffDesc, NetConsumer, NetProducer
+from sddf.queue.ring import Layout, RingEnd
+from sddf.serial.queue import SerialConsumer, SerialProducer
 from sddf.shm import Region
 
 pytestmark = pytest.mark.timeout(30)
@@ -209,17 +211,14 @@ def preset(buffer: memoryview, layout: Layout, index: int) -> None:
         atomic.STORES[layout.index_bits](ptr, offset, index)
 
 
-def set_flag(flag: SignalFlag | None, value: int) -> None:
-    assert flag is not None
-    if value:
-        flag.cancel()
-    else:
-        flag.request()
+def set_flag(buffer: memoryview, layout: Layout, value: int) -> None:
+    """Store a queue's signal flag as its waiting end would (0: signal requested)."""
+    assert layout.flag_offset is not None
+    atomic.store_release_u32(atomic.pointer(buffer), layout.flag_offset, value)
 
 
-def flag_value(flag: SignalFlag | None) -> int:
-    assert flag is not None
-    return 0 if flag.required() else 1
+def flag_value(end: RingEnd) -> int:
+    return 0 if end.signal_requested() else 1
 
 
 def python_write(_binary: Path, region: Region) -> None:
@@ -228,7 +227,7 @@ def python_write(_binary: Path, region: Region) -> None:
     preset(sec["net"], net.LAYOUT, s.net_head)
     net_producer = NetProducer("net", sec["net"], NET_CAP)
     assert net_producer.enqueue_many(s.net_descs) == len(s.net_descs)
-    set_flag(net_producer.flag, s.net_signalled)
+    set_flag(sec["net"], net.LAYOUT, s.net_signalled)
     preset(sec["req"], blk.LAYOUT, s.req_head)
     req = ReqProducer("req", sec["req"], BLK_CAP)
     assert req.enqueue_many(s.requests) == len(s.requests)
@@ -241,7 +240,7 @@ def python_write(_binary: Path, region: Region) -> None:
     preset(sec["serial"], serial.LAYOUT, s.serial_head)
     serial_producer = SerialProducer("serial", sec["serial"], sec["serial_data"], SERIAL_CAP)
     assert serial_producer.enqueue(s.serial_data) == len(s.serial_data)
-    set_flag(serial_producer.flag, s.serial_signalled)
+    set_flag(sec["serial"], serial.LAYOUT, s.serial_signalled)
 
 
 def python_read(_binary: Path, region: Region) -> str:
@@ -253,12 +252,12 @@ def python_read(_binary: Path, region: Region) -> str:
     serial_consumer = SerialConsumer("serial", sec["serial"], sec["serial_data"], SERIAL_CAP)
     seen = Scenario(
         net_head=net_consumer.index, net_descs=tuple(net_consumer.dequeue_many()),
-        net_signalled=flag_value(net_consumer.flag),
+        net_signalled=flag_value(net_consumer),
         req_head=req.index, requests=tuple(req.dequeue_many()), plugged=int(req.plugged()),
         resp_head=resp.index, responses=tuple(resp.dequeue_many()),
         info=read_storage_info(sec["info"]),
         serial_head=serial_consumer.index, serial_data=serial_consumer.dequeue(),
-        serial_signalled=flag_value(serial_consumer.flag))
+        serial_signalled=flag_value(serial_consumer))
     return render(seen)
 
 

@@ -12,8 +12,8 @@ import pytest
 
 from sddf import atomic
 from sddf.shm import PAGE_SIZE, Region, RegionError
-from sddf.signal import (MESSAGES, PPC_CALLEE_FAULTED, PPC_MAX_MRS, REPLY_ANSWERED, REPLY_MESSAGE, REQUEST_MESSAGE,
-                         REQUEST_SEQUENCE, Callee, CallFds, Caller, CallPath, MalformedCall, Waiter)
+from sddf.channel import Waiter
+from sddf.ppc import (CallFds, CallPath, Callee, Caller, MESSAGES, MalformedCall, PPC_CALLEE_FAULTED, PPC_MAX_MRS, REPLY_ANSWERED, REPLY_MESSAGE, REQUEST_MESSAGE, REQUEST_SEQUENCE)
 
 ANSWER_S = 5.0
 

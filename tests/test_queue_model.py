@@ -134,26 +134,45 @@ def machine_for(kind: QueueKind) -> type[RuleBasedStateMachine]:
                 assert self.consumer.dequeue_flat(max_count) == expected
 
         if kind.flag_offset is None:
-            @invariant()
-            def no_flag(self) -> None:
-                assert self.producer.flag is None and self.consumer.flag is None
-        else:
             @rule(end=ENDS)
-            def request_signal(self, end: str) -> None:
-                self.ends[end].flag.request()
+            def no_protocol(self, end: str) -> None:
+                for call in (self.ends[end].request_signal, self.ends[end].signal_needed):
+                    with pytest.raises(TypeError):
+                        call()
+        else:
+            @rule()
+            def request_signal(self) -> None:
+                self.ends[kind.flag_waiter].request_signal()
                 self.model.flag = 0
 
-            @rule(end=ENDS)
-            def cancel_signal(self, end: str) -> None:
-                self.ends[end].flag.cancel()
+            @rule()
+            def cancel_signal(self) -> None:
+                self.ends[kind.flag_waiter].cancel_signal()
                 self.model.flag = 1
+
+            @rule()
+            def request_and_recheck(self) -> None:
+                """Request, re-check: work (entries for a consumer, room for a producer) cancels it."""
+                used = len(self.model.items)
+                work = used > 0 if kind.flag_waiter == "consumer" else used < self.model.capacity
+                assert self.ends[kind.flag_waiter].request_and_recheck() == work
+                self.model.flag = 1 if work else 0
+
+            @rule()
+            def signal_needed(self) -> None:
+                """A requested signal is claimed (and cancelled) once."""
+                signaller = "producer" if kind.flag_waiter == "consumer" else "consumer"
+                requested = self.model.flag == 0
+                assert bool(self.ends[signaller].signal_needed()) == requested
+                if requested:
+                    self.model.flag = 1
 
             @invariant()
             def flag_matches(self) -> None:
                 """Both ends see the flag word in memory; 0 (and only 0) means a signal is required."""
                 assert self.mem.u32(kind.flag_offset) == self.model.flag
                 required = self.model.flag == 0
-                assert [e.flag.required() for e in self.ends.values()] == [required] * 2
+                assert [e.signal_requested() for e in self.ends.values()] == [required] * 2
 
         if kind.plugged_offset is not None:
             @rule()

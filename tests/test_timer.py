@@ -1,6 +1,7 @@
 """The timerfd timer driver: its logic in-process (no monitor), and the bundled timer system run whole."""
 from __future__ import annotations
 
+import ctypes
 import os
 import random
 import re
@@ -18,7 +19,7 @@ from sddf.apps.systems import timer as timer_system
 from sddf.config import PdConfig
 from sddf.devices import open_device
 from sddf.drivers.timer import timerfd
-from sddf.timer import GET_TIME, REPLY_ERROR, REPLY_OK, SET_TIMEOUT
+from sddf.timer.client import GET_TIME, REPLY_ERROR, REPLY_OK, SET_TIMEOUT
 
 IRQ = 0
 CLIENTS = [1, 2, 3, 4]
@@ -92,27 +93,47 @@ def harness(monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
         os.close(fd)
 
 
-@pytest.mark.timeout(20)
-def test_many_timeouts_notified_in_deadline_order_none_early_none_lost(harness: Harness) -> None:
+def armed_deadline(fd: int) -> int:
+    """Nanoseconds until the timerfd fires (0: disarmed)."""
+    spec = timerfd._Itimerspec()
+    assert timerfd._libc.timerfd_gettime(fd, ctypes.byref(spec)) == 0
+    return spec.it_value.tv_sec * 10**9 + spec.it_value.tv_nsec
+
+
+@pytest.mark.timeout(30)
+def test_each_client_has_one_timeout_the_latest_set_notified_in_order_none_early(harness: Harness) -> None:
+    """sDDF keeps one pending timeout per client: a SET_TIMEOUT replaces the client's previous one."""
     rng = random.Random(4)
-    requests = []  # (deadline, order of request, client)
-    for i in range(120):
-        client = rng.choice(CLIENTS)
-        timeout = 0 if rng.random() < 0.1 else rng.randrange(200 * MS)
-        requests.append((harness.set_timeout(client, timeout), i, client))
-    requests.sort()
-    times = []
-    while len(harness.notifies) < len(requests):
-        harness.fire_once()
-        before = time.monotonic_ns()
-        label, mrs = harness.driver.protected(rng.choice(CLIENTS), GET_TIME, [])
-        assert label == REPLY_OK and before <= mrs[0] <= time.monotonic_ns()
-        times.append(mrs[0])
-    assert [ch for ch, _ in harness.notifies] == [client for _, _, client in requests]
-    early = [(deadline, at) for (deadline, _, _), (_, at) in zip(requests, harness.notifies) if at < deadline]
-    assert not early, f"{len(early)} timeouts notified before their deadline: {early[:5]}"
-    assert times == sorted(times), "GET_TIME went backwards"
+    for _round in range(6):
+        latest: dict[int, int] = {}  # client -> the deadline it set last
+        for _ in range(rng.randrange(1, 30)):
+            client = rng.choice(CLIENTS)
+            timeout = 0 if rng.random() < 0.1 else rng.randrange(60 * MS)
+            latest[client] = harness.set_timeout(client, timeout)
+        first = len(harness.notifies)
+        harness.run_until(first + len(latest))
+        got = harness.notifies[first:]
+        assert sorted(ch for ch, _ in got) == sorted(latest), "each client is notified once, for its latest timeout"
+        assert [ch for ch, _ in got] == sorted(latest, key=latest.__getitem__), "in deadline order"
+        early = [(ch, latest[ch] - at) for ch, at in got if at < latest[ch]]
+        assert not early, f"notified before the deadline: {early}"
+        assert armed_deadline(harness.fd) == 0, "nothing may stay pending once every latest timeout passed"
+    before = time.monotonic_ns()
+    label, mrs = harness.driver.protected(CLIENTS[0], GET_TIME, [])
+    assert label == REPLY_OK and before <= mrs[0] <= time.monotonic_ns()
     assert harness.acks == [IRQ] * harness.irqs, "every irq must be acked"
+
+
+@pytest.mark.timeout(10)
+def test_a_new_timeout_replaces_the_clients_old_one(harness: Harness) -> None:
+    """A client that sets an hour and then 5 ms is notified once, and the hour is gone: a client
+    cannot grow the driver's state by setting many timeouts."""
+    for _ in range(1000):
+        harness.set_timeout(CLIENTS[0], 3600 * 10**9)
+    harness.set_timeout(CLIENTS[0], 5 * MS)
+    harness.run_until(1)
+    assert [ch for ch, _ in harness.notifies] == [CLIENTS[0]]
+    assert armed_deadline(harness.fd) == 0, "the replaced hour-long timeouts must not stay armed"
 
 
 @pytest.mark.timeout(10)

@@ -27,12 +27,13 @@ import pytest
 
 from helpers.regions import Resources, scoped_resources
 from sddf import atomic
-from sddf.queue import blk, net
-from sddf.queue.blk import ReqProducer
-from sddf.queue.net import NET_BUFFER_SIZE, NetConsumer, NetProducer, buffer_validator, fill_free, queue_size
+from sddf.blk import queue as blk
+from sddf.net import queue as net
+from sddf.blk.queue import ReqProducer
+from sddf.net.queue import NET_BUFFER_SIZE, BufferSpace, NetConsumer, NetProducer, fill_free, queue_size
 from sddf.queue.ring import RingEnd
 from sddf.shm import Region, round_to_pages
-from sddf.signal import ChannelEnd, ChannelEndFds, Waiter, channel_pair, request_and_recheck, signal_needed
+from sddf.channel import ChannelEnd, ChannelEndFds, Waiter, channel_pair
 
 # ---- shared: one region, child processes ------------------------------------------------------
 CAPACITY = 1024  # net queue capacity end to end: all buffers fit in either queue, so neither side waits long
@@ -187,7 +188,8 @@ def test_control_struct_pack_into_tears_indices(region: Region, bits: int) -> No
 BATCH = 4  # small batches: many index stores and loads
 DESCRIPTORS = 400_000
 E2E_LIMIT_S = 15.0  # either side gives up (and fails) after this
-BUFFERS = buffer_validator(0, CAPACITY * NET_BUFFER_SIZE)
+BUFFERS = BufferSpace([(0, CAPACITY * NET_BUFFER_SIZE)])
+ADDRESSES = BUFFERS.addresses()
 
 
 def stamp(seq: int) -> tuple[int, int]:
@@ -204,7 +206,6 @@ def produce(region: Region, channel: ChannelEndFds, count: int) -> None:
     """Stamp ``count`` descriptors in order onto free buffers and pass them on the active queue."""
     free_view, active_view = queue_views(region)
     free, active = NetConsumer("free", free_view, CAPACITY, BUFFERS), NetProducer("active", active_view, CAPACITY)
-    assert free.flag is not None and active.flag is not None
     end, waiter = ChannelEnd.attach(channel), Waiter()
     waiter.add_notification(0, end.notification)
     deadline, sent = time.monotonic() + E2E_LIMIT_S, 0
@@ -215,9 +216,9 @@ def produce(region: Region, channel: ChannelEndFds, count: int) -> None:
             if active.enqueue_many(stamped) != len(stamped):
                 raise AssertionError(f"descriptor {sent}: the active queue is full, so a buffer was duplicated")
             sent += len(stamped)
-            if signal_needed(active.flag):
+            if active.signal_needed():
                 end.notify()
-        elif not request_and_recheck(free.flag, lambda: not free.empty()):
+        elif not free.request_and_recheck():
             if time.monotonic() > deadline:
                 raise TimeoutError(f"stalled after {sent} descriptors: no free buffer came back")
             waiter.wait(1.0)
@@ -227,7 +228,6 @@ def consume(region: Region, channel: ChannelEnd, producer: subprocess.Popen) -> 
     """Take DESCRIPTORS descriptors, check each one's stamp, and give its buffer back."""
     free_view, active_view = queue_views(region)
     free, active = NetProducer("free", free_view, CAPACITY), NetConsumer("active", active_view, CAPACITY, BUFFERS)
-    assert free.flag is not None and active.flag is not None
     waiter = Waiter()
     waiter.add_notification(0, channel.notification)
     deadline, received = time.monotonic() + E2E_LIMIT_S, 0
@@ -240,9 +240,9 @@ def consume(region: Region, channel: ChannelEnd, producer: subprocess.Popen) -> 
             received += len(descs)
             if free.enqueue_many([(offset, 0, 0) for offset, _, _ in descs]) != len(descs):
                 raise AssertionError(f"descriptor {received}: the free queue is full, so a buffer was duplicated")
-            if signal_needed(free.flag):
+            if free.signal_needed():
                 channel.notify()
-        elif not request_and_recheck(active.flag, lambda: not active.empty()):
+        elif not active.request_and_recheck():
             if producer.poll() is not None:
                 pytest.fail(f"the producer exited ({producer.returncode}) after {received} "
                             f"descriptors:\n{stop(producer)}")
@@ -263,7 +263,7 @@ def channel(resources: Resources) -> tuple[ChannelEnd, ChannelEndFds]:
 @pytest.mark.timeout(20)
 def test_descriptors_cross_processes_without_loss_duplication_or_protocol_errors(
         region: Region, channel: tuple[ChannelEnd, ChannelEndFds]) -> None:
-    fill_free(NetProducer("free", queue_views(region)[0], CAPACITY), 0, CAPACITY)
+    fill_free(NetProducer("free", queue_views(region)[0], CAPACITY), ADDRESSES)
     ours, theirs = channel
     producer = spawn("produce", region, (theirs.recv_eventfd, theirs.send_eventfd, theirs.words_fd),
                      channel=asdict(theirs), count=DESCRIPTORS)

@@ -11,10 +11,10 @@ from typing import Iterator
 import pytest
 
 from sddf.config import ChannelGrant, PdConfig, RegionGrant
-from sddf.queue.net import (NET_BUFFER_SIZE, NetConsumer, NetProducer, consuming_side, producing_side,
+from sddf.net.queue import (NET_BUFFER_SIZE, NetConsumer, NetProducer, consuming_side, producing_side,
                             queue_size)
 from sddf.shm import Region, RegionError, round_to_pages
-from sddf.signal import channel_pair, signal_needed
+from sddf.channel import channel_pair
 from sddf.virtualisers.net.tx import NetVirtTx
 
 DRIVER_CH = 0
@@ -36,14 +36,14 @@ class TxHarness:
         _free, active = self.clients[client]
         sent = active.enqueue_many([((first + i) * NET_BUFFER_SIZE, 60, 0) for i in range(count)])
         assert sent == count
-        if signal_needed(active.flag):  # as a client does: notify only if virt_tx asked
+        if active.signal_needed():  # as a client does: notify only if virt_tx asked
             self.virt.notified(client + 1)
 
     def transmit(self) -> int:
         """Act as the driver: take every queued frame, return its buffer, notify if asked."""
         descs = self.driver_active.dequeue_many()
         assert self.driver_free.enqueue_many([(io, 0, oid) for io, _, oid in descs]) == len(descs)
-        if descs and signal_needed(self.driver_free.flag):
+        if descs and self.driver_free.signal_needed():
             self.virt.notified(DRIVER_CH)
         return len(descs)
 
@@ -113,7 +113,7 @@ def test_a_drained_client_is_asked_to_notify_and_then_served(tx: TxHarness) -> N
     for first in range(0, 9, 3):  # each submission reaches the driver: the client was asked again
         tx.submit(1, 3, first)
         assert tx.sent_by() == [1, 1, 1]
-        assert tx.clients[1][1].flag.required(), "a drained client must be asked to notify virt_tx"
+        assert tx.clients[1][1].signal_requested(), "a drained client must be asked to notify virt_tx"
 
 
 def test_frames_beyond_the_drivers_queue_go_out_as_it_completes(tx: TxHarness) -> None:

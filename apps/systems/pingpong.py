@@ -1,5 +1,5 @@
 """Two components bouncing counters over an sDDF net queue pair (the smallest real system)."""
-from sddf.queue.net import NET_BUFFER_SIZE, queue_size
+from sddf.net.queue import NET_BUFFER_SIZE, queue_size
 from sddf.shm import round_to_pages
 from sddf.system import Channel, Map, MemoryRegion, ProtectionDomain, QueueInfo, SystemDescription
 

@@ -1,18 +1,20 @@
-"""Net driver for a host TAP device: frames from the TAP fd into rx buffers, tx buffers onto the TAP.
+"""Net driver for a host TAP device: only converts between the TAP fd and sDDF's net queues.
 
-RX: take buffers from the rx free queue, read one frame into each (straight into shared
-memory), publish them on rx active in batches. TX: drain tx active, write each frame, return
-the buffer on tx free. Buffers are named by io address; one the driver cannot map to a
-granted region, or with a bad length, is refused and counted, never trusted.
+In sDDF's words: ``rx_provide`` takes empty buffers from the rx free queue (our "hardware
+ring" is the list of spare buffers), ``rx_return`` reads one frame from the TAP into each and
+publishes them on rx active, ``tx_provide`` writes each frame on tx active to the TAP, and
+``tx_return`` gives the sent buffers back on tx free. Each pass moves at most a batch, then
+notifies whoever asked and goes on. Buffers are named by io address; the queue ends refuse
+(and count) any descriptor that is not a whole buffer of a granted region.
 """
 from __future__ import annotations
 
 import os
 
 from sddf.component import Component
-from sddf.config import NetDriverConfig
-from sddf.queue.net import BufferSpace, consuming_side, producing_side
-from sddf.signal import drain, request_and_recheck, signal_needed
+from sddf.net.config import NetDriverConfig
+from sddf.net.queue import BufferSpace, consuming_side, producing_side
+from sddf.queue.ring import drain
 
 BATCH = 64
 
@@ -24,84 +26,83 @@ class TapDriver(Component):
     def init(self) -> None:
         cfg = self.config
         self.tap = self.pd.irqs[cfg.irq]
-        self.rx_free, self.rx_active = producing_side(f"{self.name}.rx", *cfg.rx.views(self.regions))
-        self.tx_free, self.tx_active = consuming_side(f"{self.name}.tx", *cfg.tx.views(self.regions))
         self.rx_space = BufferSpace([(cfg.rx_data.io_addr, self.regions[cfg.rx_data.map])])
         self.tx_space = BufferSpace([(d.io_addr, self.regions[d.map]) for d in cfg.tx_data])
-        self.spare: list[tuple] = []     # rx buffers taken from the free queue, not yet filled
-        self.rx_waiting_for_buffers = False
-        self.receive()
-        self.transmit()
+        self.rx_free, self.rx_active = producing_side("rx", *cfg.rx.views(self.regions),
+                                                      self.rx_space, self.refuse)
+        self.tx_free, self.tx_active = consuming_side("tx", *cfg.tx.views(self.regions),
+                                                      self.tx_space, self.refuse)
+        self.spare: list[int] = []  # rx buffers taken from rx free, not yet filled (our hardware ring)
+        self.tap_readable = True    # until a read finds the TAP empty (then we wait for its irq)
+        self.rx_return()
+        self.tx_provide()
 
     def notified(self, ch: int) -> None:
         cfg = self.config
-        if ch == cfg.irq or (ch == cfg.rx.channel and self.rx_waiting_for_buffers):
-            self.receive()
-        if ch == cfg.tx.channel:
-            self.transmit()
+        if ch == cfg.irq:
+            self.tap_readable = True
+            self.rx_return()
+        elif ch == cfg.rx.channel:
+            self.rx_return()  # virt_rx gave back buffers we asked for
+        elif ch == cfg.tx.channel:
+            self.tx_provide()
 
     # ---- rx -------------------------------------------------------------------------------
-    def receive(self) -> None:
-        """Read frames until the TAP is empty (then ack its irq) or we run out of buffers."""
-        free, active = self.rx_free, self.rx_active
-        while True:
-            if not self.spare:
-                self.spare = free.dequeue_many(BATCH)[::-1]
-                if not self.spare and not request_and_recheck(free.flag, lambda: not free.empty()):
-                    self.rx_waiting_for_buffers = True  # virt_rx notifies when it returns buffers
-                    break
-                continue
-            filled, drained = self._fill()
+    def rx_provide(self) -> bool:
+        """Take up to a batch of empty buffers from rx free; False if there are none (then virt_rx
+        has been asked to notify us when it returns some)."""
+        while not self.spare:
+            self.spare = [io for io, _, _ in self.rx_free.dequeue_many(BATCH)][::-1]
+            if not self.spare and not self.rx_free.request_and_recheck():
+                return False
+        return True
+
+    def rx_return(self) -> None:
+        """Read frames while the TAP has them and buffers last; publish each batch and notify."""
+        while self.tap_readable and self.rx_provide():
+            filled = self._read_frames()
             if filled:
-                active.enqueue_many(filled)
+                self.rx_active.enqueue_many(filled)
                 self.counters["rx_frames"] += len(filled)
-                if signal_needed(active.flag):
+                if self.rx_active.signal_needed():
                     self.notify(self.config.rx.channel)
-            self.counters["rx_spare"] = len(self.spare)
-            if drained:
-                self.rx_waiting_for_buffers = False
+        self.counters["rx_spare"] = len(self.spare)
+
+    def _read_frames(self) -> list[tuple]:
+        """Read up to a batch of frames into spare buffers; on finding the TAP empty, ack its irq."""
+        filled = []
+        slot, spare, tap = self.rx_space.slot, self.spare, self.tap
+        while spare and len(filled) < BATCH:
+            io = spare[-1]
+            try:
+                n = os.readv(tap, [slot(io)])
+            except BlockingIOError:
+                self.tap_readable = False
                 self.irq_ack(self.config.irq)
                 break
-
-    def _fill(self) -> tuple[list[tuple], bool]:
-        """Read frames into spare buffers; return the filled descriptors and whether the TAP is empty."""
-        filled = []
-        while self.spare and len(filled) < BATCH:
-            io = self.spare[-1][0]
-            buf = self.rx_space.slot(io)
-            if buf is None:
-                self.spare.pop()
-                self.counters["rx_bad_buffer"] += 1
-                continue
-            try:
-                n = os.readv(self.tap, [buf])
-            except BlockingIOError:
-                return filled, True
-            self.spare.pop()
+            spare.pop()
             filled.append((io, n, 0))
-        return filled, False
+        return filled
 
     # ---- tx -------------------------------------------------------------------------------
-    def transmit(self) -> None:
-        """Write every frame virt_tx queued, returning each buffer on tx free."""
-        drain(self.tx_active, self._write, BATCH)
+    def tx_provide(self) -> None:
+        """Write every frame virt_tx queued, a batch at a time, returning each buffer."""
+        drain(self.tx_active, self.tx_return, BATCH)
 
-    def _write(self, descs: list[tuple]) -> None:
-        done = []
-        for io, length, oid in descs:
-            buf = self.tx_space.slot(io)
-            if buf is None:
-                self.counters["tx_bad_buffer"] += 1
-                continue  # not a buffer we can name: it cannot be returned either
-            done.append((io, 0, oid))
-            if not 0 < length <= len(buf):
-                self.counters["tx_bad_length"] += 1
+    def tx_return(self, descs: list[tuple]) -> None:
+        """Write a batch of frames to the TAP and give their buffers back on tx free."""
+        slot, tap = self.tx_space.slot, self.tap
+        sent = 0
+        for io, length, _oid in descs:
+            if not length:
+                self.counters["tx_empty"] += 1
                 continue
             try:
-                os.write(self.tap, buf[:length])
-                self.counters["tx_frames"] += 1
+                os.write(tap, slot(io)[:length])
+                sent += 1
             except OSError:
                 self.counters["tx_dropped"] += 1
-        self.tx_free.enqueue_many(done)
-        if done and signal_needed(self.tx_free.flag):
+        self.counters["tx_frames"] += sent
+        self.tx_free.enqueue_many([(io, 0, oid) for io, _, oid in descs])
+        if self.tx_free.signal_needed():
             self.notify(self.config.tx.channel)

@@ -1,14 +1,18 @@
-"""Timer driver: sDDF's timer protocol over PPC, backed by a host timerfd (its irq channel)."""
+"""Timer driver: sDDF's timer protocol over PPC, backed by a host timerfd (its irq channel).
+
+Like sDDF's timer drivers it keeps one pending timeout per client: a SET_TIMEOUT replaces the
+client's previous one, so no client can grow the driver's state. When a client's timeout
+passes the client is notified on its channel.
+"""
 from __future__ import annotations
 
 import ctypes
-import heapq
 import os
 import time
 
 from sddf.component import Component
-from sddf.config import TimerDriverConfig
-from sddf.timer import GET_TIME, REPLY_ERROR, REPLY_OK, SET_TIMEOUT
+from sddf.timer.config import TimerDriverConfig
+from sddf.timer.client import GET_TIME, REPLY_ERROR, REPLY_OK, SET_TIMEOUT
 
 TFD_TIMER_ABSTIME = 1
 NS_PER_S = 1_000_000_000
@@ -34,7 +38,7 @@ def arm_timerfd(fd: int, deadline_ns: int) -> None:
 
 
 class TimerDriver(Component):
-    """Answers GET_TIME / SET_TIMEOUT calls and notifies each client when its timeouts pass."""
+    """Answers GET_TIME / SET_TIMEOUT calls and notifies each client when its timeout passes."""
 
     kind = "timer.driver"
     Config = TimerDriverConfig
@@ -42,8 +46,7 @@ class TimerDriver(Component):
     def init(self) -> None:
         self._fd = self.pd.irqs[self.config.irq]
         self._clients = set(self.config.clients)
-        self._pending: list[tuple[int, int, int]] = []  # (deadline, sequence, client channel)
-        self._sequence = 0
+        self._pending: dict[int, int] = {}  # client channel -> its one deadline (ns, monotonic)
         self._armed = 0
 
     def protected(self, ch: int, label: int, mrs: list[int]) -> tuple[int, list[int]]:
@@ -53,8 +56,7 @@ class TimerDriver(Component):
         if label == GET_TIME:
             return REPLY_OK, [now]
         if label == SET_TIMEOUT and len(mrs) == 1 and 0 <= mrs[0] <= MAX_TIMEOUT_NS:
-            self._sequence += 1
-            heapq.heappush(self._pending, (now + mrs[0], self._sequence, ch))
+            self._pending[ch] = now + mrs[0]
             self._rearm()
             return REPLY_OK, []
         return REPLY_ERROR, []
@@ -67,15 +69,16 @@ class TimerDriver(Component):
         except BlockingIOError:
             pass
         now = time.monotonic_ns()
-        while self._pending and self._pending[0][0] <= now:
-            _, _, client = heapq.heappop(self._pending)
-            self.notify(client)
+        for client, deadline in list(self._pending.items()):
+            if deadline <= now:
+                del self._pending[client]
+                self.notify(client)
         self._armed = 0
         self._rearm()
         self.irq_ack(ch)
 
     def _rearm(self) -> None:
-        earliest = self._pending[0][0] if self._pending else 0
+        earliest = min(self._pending.values(), default=0)
         if earliest != self._armed:
             arm_timerfd(self._fd, earliest)
             self._armed = earliest

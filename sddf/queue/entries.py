@@ -2,15 +2,14 @@
 
 Entries are packed with ``struct`` (the index store that follows publishes them); a batch
 is packed or unpacked with one struct call per contiguous segment and published with one
-index store. The consumer validates every batch it reads before it takes it: a rejected
-batch raises :class:`QueueProtocolError` and leaves the queue as it was.
+index store. The consumer checks every batch it reads on a private copy before handing it out.
 """
 from __future__ import annotations
 
 import struct
 from functools import partial
 from itertools import chain
-from typing import Any, Callable, NoReturn, Sequence
+from typing import Any, Callable, Sequence
 
 from sddf import atomic
 from sddf.queue.ring import Layout, QueueProtocolError, RingEnd, check_capacity
@@ -114,7 +113,11 @@ class EntryProducer(_EntryEnd):
         (self._packers.get(count) or self._new_packer(count))(*flat)
         put = self._put(count)
         if put < 0:
-            self._refuse_peer()
+            if put == -1:
+                self._refuse_peer()
+            entry = flat[self._ring.bad_position * nf:(self._ring.bad_position + 1) * nf]
+            raise ValueError(f"queue {self.name!r}: cannot enqueue {entry}: a field does not fit "
+                             "its width in the C layout")
         return put
 
 
@@ -122,20 +125,24 @@ class EntryConsumer(_EntryEnd):
     """The consuming end of a queue of entries; ``validate`` vets what the producer wrote.
 
     A batch is copied out of shared memory and checked on the copy (the producer may still
-    write the ring). A validator with ``c_limits`` (see :class:`sddf.queue.net.BufferValidator`)
-    is checked in the same C call; any other validator sees the unpacked batch before it is released."""
+    write the ring). A Python ``validate`` sees the unpacked batch before it is released and
+    refuses the whole batch (:class:`QueueProtocolError`, nothing released). A subclass may
+    instead check entries in the C call (net descriptors): bad ones are consumed, not handed
+    out, counted in :attr:`refused` and reported to :meth:`_report_refused`."""
 
     def __init__(self, name: str, buffer: Any, capacity: int, layout: Layout,
                  fmt: EntryFormat, validate: Validator | None = None) -> None:
         super().__init__(name, buffer, capacity, layout, fmt, False)
         self._validate = validate
-        limits = getattr(validate, "c_limits", None)
-        if limits is not None:
-            r = self._ring
-            r.check_net = 1
-            r.lo, r.hi, r.max_len, r.max_oid = limits
-        self._commit = validate is None or limits is not None  # released in the C call
+        self._commit = validate is None  # released in the C call
         self._take = partial(atomic.ring_take, self._ring, self._staging_ptr)
+        #: entries refused so far (consumed, never handed out)
+        self.refused = 0
+
+    @property
+    def last_taken(self) -> int:
+        """How many entries the last dequeue consumed, refused ones included."""
+        return self._ring.taken
 
     def dequeue(self) -> tuple | None:
         """Take one entry, or None if the queue is empty."""
@@ -158,26 +165,24 @@ class EntryConsumer(_EntryEnd):
             return ()
         count = self._take(max_count, self._commit)
         if count <= 0:
-            if count == 0:
-                return ()
-            if count == -1:
+            if count < 0:
                 self._refuse_peer()
-            self._refuse_entry(self._ring.bad_position)
-        flat = (self._unpackers.get(count) or self._new_unpacker(count))()
+            if not self._ring.refused:
+                return ()
+        if self._ring.refused:
+            self._report_refused()
+        flat = (self._unpackers.get(count) or self._new_unpacker(count))() if count else ()
         if not self._commit:
             problem = self._validate(flat)  # type: ignore[misc]
             if problem is not None:
-                self._refuse_entry(problem[0], problem[1])
+                index = (self._own + problem[0]) & self._mask
+                raise QueueProtocolError(self.name, f"entry at index {index}: {problem[1]}")
             self._advance(count)
         return flat
 
-    def _refuse_entry(self, position: int, problem: str | None = None) -> NoReturn:
-        """Entry ``position`` of the batch just copied is bad: nothing was released."""
-        if problem is None:  # found in C: ask the validator to describe it
-            entry = self._fmt.struct.unpack_from(self._staging, position * self._fmt.size)
-            problem = self._validate(entry)[1]  # type: ignore[index, misc]
-        index = (self._own + position) & self._mask
-        raise QueueProtocolError(self.name, f"entry at index {index}: {problem}")
+    def _report_refused(self) -> None:
+        """The last batch had entries refused in C (see :class:`sddf.net.queue.NetConsumer`)."""
+        self.refused += self._ring.refused
 
 
 def first_bad(flat: tuple, nfields: int, bad: Callable[..., bool]) -> int | None:

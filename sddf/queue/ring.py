@@ -1,10 +1,17 @@
-"""The single-producer/single-consumer index discipline shared by every sDDF queue.
+"""The single-producer/single-consumer index discipline and signalling protocol of every sDDF queue.
 
 A queue is a header holding a free-running ``tail`` (written only by the producer) and
 ``head`` (written only by the consumer), plus ``capacity`` slots; slot = index % capacity.
 Each end keeps its own index privately (it is the only writer) and validates every value
 of the peer's index it reads: the peer may be buggy or malicious, so an index that moved
 backwards or past the capacity raises :class:`QueueProtocolError` and changes nothing.
+
+An end of a queue kind with a signal flag carries sDDF's protocol (as ``queue.h`` does): the
+side that waits calls :meth:`RingEnd.request_and_recheck` before it sleeps (request a signal,
+seq_cst fence, re-check: if work appeared it cancels and goes on); the other side, after
+publishing, calls :meth:`RingEnd.signal_needed` (seq_cst fence, then claim a requested signal)
+and notifies only if it returns True. Net queues keep the flag for the consumer
+(``consumer_signalled``), serial queues for the producer (``producer_signalled``).
 """
 from __future__ import annotations
 
@@ -32,23 +39,7 @@ class Layout:
     head_offset: int
     index_bits: int
     flag_offset: int | None = None  # a u32 signal flag (0 = signal requested), if the kind has one
-
-
-class SignalFlag:
-    """sDDF's "signalled" flag: store 0 to request a signal, 1 to cancel; 0 means one is required.
-
-    The operations are the C calls themselves, bound to this flag (no Python frame per call)."""
-
-    def __init__(self, ptr: atomic.Pointer, offset: int) -> None:
-        self._ptr = ptr
-        self._offset = offset
-        self.request: Callable[[], None] = partial(atomic.store_release_u32, ptr, offset, 0)
-        self.cancel: Callable[[], None] = partial(atomic.store_release_u32, ptr, offset, 1)
-        # fence, then if a signal is required cancel the request and return nonzero
-        self.claim: Callable[[], int] = partial(atomic.flag_claim_u32, ptr, offset)
-
-    def required(self) -> bool:
-        return atomic.load_acquire_u32(self._ptr, self._offset) == 0
+    flag_waiter_is_producer: bool = False  # which end requests signals on that flag
 
 
 def check_capacity(name: str, capacity: int, index_bits: int) -> None:
@@ -75,17 +66,60 @@ class RingEnd:
         self._entries_ptr = atomic.pointer(entries) if entries is not None else atomic.NULL
         own, peer = ((layout.tail_offset, layout.head_offset) if producer
                      else (layout.head_offset, layout.tail_offset))
-        self.flag = SignalFlag(self._ptr, layout.flag_offset) if layout.flag_offset is not None else None
         r = self._ring = atomic.new_ring()
         r.header, r.entries = self._ptr, self._entries_ptr
         r.own_offset, r.peer_offset, r.index_bits = own, peer, layout.index_bits
         r.capacity, r.entry_size, r.producer = capacity, entry_size, producer
+        if layout.flag_offset is not None:
+            self._bind_protocol(layout, producer)
         # Attaching trusts memory once (a restarted component resumes where it stopped).
         load = atomic.LOADS[layout.index_bits]
         r.own, r.peer = load(self._ptr, own), load(self._ptr, peer)
         if self._used(self._peer) > capacity:
             raise QueueProtocolError(name, f"indices tail={self._tail} head={self._head} "
                                            f"are {self._used(self._peer)} apart, capacity {capacity}")
+
+    def _bind_protocol(self, layout: Layout, producer: bool) -> None:
+        """Bind the signalling protocol's C calls for this end's side of the flag."""
+        r = self._ring
+        r.flag_offset = layout.flag_offset
+        ptr, offset = self._ptr, layout.flag_offset
+        if producer == layout.flag_waiter_is_producer:  # this end waits: it requests signals
+            self.request_signal: Callable[[], None] = partial(atomic.store_release_u32, ptr, offset, 0)
+            self.cancel_signal: Callable[[], None] = partial(atomic.store_release_u32, ptr, offset, 1)
+            self._request_recheck = partial(atomic.ring_request_recheck, r)
+        else:  # this end signals the waiting one
+            self.signal_needed: Callable[[], int] = partial(atomic.ring_claim_signal, r)
+
+    # ---- signalling protocol (bound per end in _bind_protocol) -------------------------------
+    def request_signal(self) -> None:
+        """Ask the other end to notify us when it next makes progress (store 0 in the flag)."""
+        raise TypeError(f"queue {self.name!r}: this end does not wait for signals")
+
+    def cancel_signal(self) -> None:
+        """Withdraw a request for a signal (store 1)."""
+        raise TypeError(f"queue {self.name!r}: this end does not wait for signals")
+
+    def signal_needed(self) -> int:
+        """After publishing: seq_cst fence, then if the other end asked for a signal, cancel
+        its request and return nonzero (the caller notifies it)."""
+        raise TypeError(f"queue {self.name!r}: this end does not send signals")
+
+    def signal_requested(self) -> bool:
+        """Whether the waiting end's request for a signal is standing (the flag is 0)."""
+        offset = self._ring.flag_offset
+        return atomic.load_acquire_u32(self._ptr, offset) == 0
+
+    def request_and_recheck(self) -> bool:
+        """Before sleeping: request a signal, fence, re-check. True → work appeared (entries for
+        a consumer, room for a producer): the request is cancelled, go on instead of sleeping."""
+        ready = self._request_recheck()
+        if ready < 0:
+            self._refuse_peer()
+        return ready > 0
+
+    def _request_recheck(self) -> int:
+        raise TypeError(f"queue {self.name!r}: this end does not wait for signals")
 
     @property
     def _own(self) -> int:
@@ -155,3 +189,23 @@ class RingEnd:
         before the end of the ring (the other ``count - n`` continue from slot 0)."""
         first = self._own & (self.capacity - 1)
         return first, min(count, self.capacity - first)
+
+
+
+def drain(consumer: Any, handle: Callable[[list[tuple]], None], batch: int = 64) -> int:
+    """Consume a queue until it stays empty under the signalling protocol; return entries handled.
+
+    ``handle`` gets batches of at most ``batch`` entries (it may notify after each: a capped
+    pass). On return the consumer has requested a signal, so the producer's next publish
+    notifies it.
+    """
+    total = 0
+    while True:
+        entries = consumer.dequeue_many(batch)
+        if entries:
+            handle(entries)
+            total += len(entries)
+            if consumer.last_taken == batch:
+                continue  # maybe more: take it before asking to be signalled
+        if not consumer.request_and_recheck():
+            return total

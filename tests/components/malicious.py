@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from sddf import atomic
-from sddf.apps.net_client import NetClient
-from sddf.queue.net import NET_BUFFER_SIZE, NetBuffDesc
+from sddf.net.client import NetClient
+from sddf.net.queue import NET_BUFFER_SIZE, NetBuffDesc
 
 
 class GarbageClient(NetClient):
@@ -11,8 +11,8 @@ class GarbageClient(NetClient):
 
     kind = "net.client"
 
-    def init(self) -> None:
-        super().init()
+    def setup(self) -> None:
+        self.jumped = False
         region = len(self.regions[self.config.tx_data.map])
         bad_tx = [
             NetBuffDesc(region + NET_BUFFER_SIZE, 60),   # outside its tx region
@@ -27,7 +27,6 @@ class GarbageClient(NetClient):
         self.rx_free.enqueue_many(bad_rx)
         self.notify(self.config.tx.channel)
         self.notify(self.config.rx.channel)
-        self.jumped = False
         self.log(f"sent {len(bad_tx)} bad tx and {len(bad_rx)} bad rx descriptors")
 
     def received(self, frames: list[bytes]) -> None:

@@ -14,8 +14,8 @@ import time
 from collections import deque
 from typing import Any
 
-from sddf.queue import blk
-from sddf.queue.blk import (BLK_TRANSFER_SIZE, BlkReqCode, BlkRespStatus, ReqConsumer, ReqProducer,
+from sddf.blk import queue as blk
+from sddf.blk.queue import (BLK_TRANSFER_SIZE, BlkReqCode, BlkRespStatus, ReqConsumer, ReqProducer,
                             RespConsumer, RespProducer, req_queue_size, request_validator, resp_queue_size)
 from sddf.shm import round_to_pages
 from xproc.link import Link, Watchdog, attach

@@ -6,7 +6,7 @@ import time
 from typing import Any, Callable
 
 from sddf.shm import Region
-from sddf.signal import ChannelEnd, ChannelEndFds, Waiter
+from sddf.channel import ChannelEnd, ChannelEndFds, Waiter
 
 MAX_PAUSE_S = 200e-6
 

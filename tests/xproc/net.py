@@ -6,7 +6,7 @@ checks sequence, length, oid and checksum, and returns the buffer on the free qu
 consume with a :class:`NetConsumer` that validates buffers, and both follow the signalling
 protocol: ``request_and_recheck`` before sleeping, ``signal_needed`` after publishing.
 Optional pauses (0-200 µs) land before a publish, between a publish and its signal check,
-between the fence and the re-check, and before sleeping.
+before requesting a signal and re-checking, and before sleeping.
 """
 from __future__ import annotations
 
@@ -16,11 +16,8 @@ import time
 from typing import Any, Callable
 from zlib import crc32
 
-from sddf.queue.entries import Validator
-from sddf.queue.net import MAX_OID, NET_BUFFER_SIZE, NetConsumer, NetProducer, buffer_validator, fill_free, \
-    queue_size
+from sddf.net.queue import MAX_OID, NET_BUFFER_SIZE, BufferSpace, NetConsumer, NetProducer, fill_free, queue_size
 from sddf.shm import round_to_pages
-from sddf.signal import request_and_recheck, signal_needed
 from xproc.link import Link, Watchdog, attach, pauser
 from xproc.procs import Shared, run_workers, spec
 
@@ -77,12 +74,7 @@ def pump(role: str, inq: NetConsumer, outq: NetProducer, work: Work, params: dic
     rng = random.Random(f"{params['seed']}-{role}")
     pause = pauser(rng, params["jitter"])
     link, watchdog = Link(params["channel"]), Watchdog(params["segment"], params["timeout_s"])
-    assert inq.flag is not None and outq.flag is not None
     done, started = 0, time.monotonic()
-
-    def has_work() -> bool:
-        pause()  # between request_and_recheck's fence and its re-check
-        return not inq.empty()
 
     def stalled() -> str:
         return (f"{role}: not woken within {watchdog.timeout_s} s of repetition {done // watchdog.segment} "
@@ -96,13 +88,15 @@ def pump(role: str, inq: NetConsumer, outq: NetProducer, work: Work, params: dic
             if outq.enqueue_many(out) != len(out):
                 raise AssertionError(f"{role}: {outq.name} is full, yet it has a slot for every buffer")
             pause()
-            if signal_needed(outq.flag):
+            if outq.signal_needed():
                 link.notify()
             watchdog.count(done, done + len(taken))
             done += len(taken)
-        elif not request_and_recheck(inq.flag, has_work):
+        else:
             pause()
-            link.sleep(watchdog, stalled)
+            if not inq.request_and_recheck():
+                pause()
+                link.sleep(watchdog, stalled)
     return {"count": done, "seconds": time.monotonic() - started, "sleeps": link.sleeps,
             "slowest_repetition_s": watchdog.slowest_s}
 
@@ -113,11 +107,11 @@ def layout(capacity: int) -> tuple[int, int, int]:
     return active, 2 * active, round_to_pages(capacity * NET_BUFFER_SIZE)
 
 
-def ends(params: dict[str, Any]) -> tuple[memoryview, memoryview, memoryview, Validator]:
-    """The free queue, active queue and data region views, and a validator for the data region's buffers."""
+def ends(params: dict[str, Any]) -> tuple[memoryview, memoryview, memoryview, BufferSpace]:
+    """The free queue, active queue and data region views, and the data region's buffers."""
     queues, data = attach(params, "queues"), attach(params, "data")
     active, _, data_size = layout(params["capacity"])
-    return queues.view[:active], queues.view[active:], data.view, buffer_validator(0, data_size)
+    return queues.view[:active], queues.view[active:], data.view, BufferSpace([(0, data_size)])
 
 
 def produce(params: dict[str, Any]) -> dict[str, Any]:
@@ -140,7 +134,8 @@ def run_pair(*, capacity: int, count: int, max_batch: int, segment: int, timeout
     active, queues_size, data_size = layout(capacity)
     with Shared() as shared:
         regions = {"queues": shared.region("net-queues", queues_size), "data": shared.region("net-data", data_size)}
-        fill_free(NetProducer("free", regions["queues"].view[:active], capacity), 0, capacity)
+        fill_free(NetProducer("free", regions["queues"].view[:active], capacity),
+                  [i * NET_BUFFER_SIZE for i in range(capacity)])
         ours, theirs = shared.channel()
         params = {"capacity": capacity, "count": count, "max_batch": max_batch, "segment": segment,
                   "timeout_s": timeout_s, "jitter": jitter, "seed": seed}

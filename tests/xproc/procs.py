@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from sddf.shm import Backend, Region
-from sddf.signal import ChannelEndFds, channel_pair
+from sddf.channel import ChannelEndFds, channel_pair
 
 TESTS_DIR = Path(__file__).resolve().parent.parent
 SEED_ENV = "XPROC_SEED"

@@ -13,10 +13,9 @@ import time
 from typing import Any
 from zlib import crc32
 
-from sddf.queue import serial
-from sddf.queue.serial import SerialConsumer, SerialProducer
+from sddf.serial import queue as serial
+from sddf.serial.queue import SerialConsumer, SerialProducer
 from sddf.shm import PAGE_SIZE, round_to_pages
-from sddf.signal import request_and_recheck, signal_needed
 from xproc.link import Link, Watchdog, attach
 from xproc.procs import Shared, run_workers, spec
 
@@ -35,7 +34,6 @@ def setup(params: dict[str, Any], role: str) -> tuple[memoryview, memoryview, ra
 def writer(params: dict[str, Any]) -> dict[str, Any]:
     header, data, rng, link, watchdog = setup(params, "writer")
     queue = SerialProducer("serial", header, data, params["capacity"])
-    assert queue.flag is not None
     out, sent, started = memoryview(stream(params)), 0, time.monotonic()
     while sent < len(out):
         chunk = out[sent:sent + rng.randint(1, params["max_chunk"])]
@@ -44,7 +42,7 @@ def writer(params: dict[str, Any]) -> dict[str, Any]:
             link.notify()
             watchdog.count(sent, sent + put)
             sent += put
-        if put < len(chunk) and not request_and_recheck(queue.flag, lambda: queue.free_slots() > 0):
+        if put < len(chunk) and not queue.request_and_recheck():
             link.sleep(watchdog, lambda: f"writer: not woken within {watchdog.timeout_s} s after {sent} bytes; "
                                          f"{queue.free_slots()} bytes free now")
     return {"bytes": sent, "crc32": crc32(out), "seconds": time.monotonic() - started, "sleeps": link.sleeps}
@@ -53,7 +51,6 @@ def writer(params: dict[str, Any]) -> dict[str, Any]:
 def reader(params: dict[str, Any]) -> dict[str, Any]:
     header, data, rng, link, watchdog = setup(params, "reader")
     queue = SerialConsumer("serial", header, data, params["capacity"])
-    assert queue.flag is not None
     expected, got, crc, started = memoryview(stream(params)), 0, 0, time.monotonic()
     while got < len(expected):
         chunk = queue.dequeue(rng.randint(1, params["max_chunk"]))
@@ -63,7 +60,7 @@ def reader(params: dict[str, Any]) -> dict[str, Any]:
             continue
         if chunk != expected[got:got + len(chunk)]:
             raise AssertionError(f"reader: bytes {got}..{got + len(chunk)} differ from the stream")
-        if signal_needed(queue.flag):
+        if queue.signal_needed():
             link.notify()
         crc = crc32(chunk, crc)
         watchdog.count(got, got + len(chunk))

@@ -1,21 +1,26 @@
 """Net rx virtualiser: demultiplexes received frames from the driver to clients by MAC.
 
-Buffers come from the driver as io addresses and go to clients as offsets into the rx data
-region. Returned buffers are collected on every pass; clients are asked to notify us of
-returns only while the driver runs short of buffers, which saves a wake-up per packet. Broadcast and multicast frames go to every client with a reference count; a buffer
-returns to the driver once every client holding it has given it back. Frames for no client
-go straight back to the driver. A client that returns a buffer it does not hold, or breaks
-its queue's protocol, is refused and counted; other clients are not disturbed.
+sDDF's virt_rx, with its protocol unchanged: ``rx_return`` takes filled buffers from the
+driver's rx active queue (io addresses), and gives each to the client whose MAC it names (as
+an offset into the rx data region); ``rx_provide`` takes the buffers clients give back and
+returns them on the driver's rx free queue. Both follow the plain signalling protocol: process,
+request a signal, re-check, and notify a neighbour only when it asked. A pass moves at most a
+batch before it notifies and goes on.
+
+Broadcast and multicast frames go to every client with a reference count; a buffer returns
+to the driver once every client holding it has given it back. Frames for no client go
+straight back to the driver. A client whose queue is full loses its copy (counted): virt_rx
+never waits on a client. A client that returns a buffer it does not hold, or breaks its
+queue's protocol, is refused and counted; other clients are not disturbed.
 """
 from __future__ import annotations
 
 from collections import Counter
 
 from sddf.component import Component
-from sddf.config import NetClientPort, NetVirtRxConfig
-from sddf.queue.net import BufferSpace, consuming_side, producing_side
-from sddf.queue.ring import QueueProtocolError
-from sddf.signal import drain, request_and_recheck, signal_needed
+from sddf.net.config import NetClientPort, NetVirtRxConfig
+from sddf.net.queue import BufferSpace, consuming_side, producing_side
+from sddf.queue.ring import QueueProtocolError, drain
 
 BATCH = 64
 
@@ -25,8 +30,9 @@ class _Client:
         self.name = port.name
         self.mac = port.mac
         self.channel = port.queues.channel
-        self.free, self.active = producing_side(f"{virt.name}->{port.name}.rx", *port.queues.views(virt.regions))
-        self.held: set[int] = set()
+        self.free, self.active = producing_side(f"{port.name}.rx", *port.queues.views(virt.regions),
+                                                virt.client_space, virt.refuse)
+        self.held: set[int] = set()  # offsets of the buffers this client holds
         self.outbox: list[tuple] = []
 
 
@@ -36,60 +42,40 @@ class NetVirtRx(Component):
 
     def init(self) -> None:
         cfg = self.config
-        self.driver_free, self.driver_active = consuming_side(f"{self.name}<-driver.rx",
-                                                             *cfg.driver.views(self.regions))
-        self.base = cfg.data.io_addr
-        self.data = BufferSpace([(0, self.regions[cfg.data.map])])
+        data = self.regions[cfg.data.map]
+        self.driver_space = BufferSpace([(cfg.data.io_addr, data)])  # how the driver names buffers
+        self.client_space = BufferSpace([(0, data)])  # how clients name them (offsets)
+        self.driver_free, self.driver_active = consuming_side("driver.rx",
+                                                             *cfg.driver.views(self.regions),
+                                                             self.driver_space, self.refuse)
         self.clients = [_Client(self, port) for port in cfg.clients]
         self.by_mac = {c.mac: c for c in self.clients}
-        self.by_channel = {c.channel: c for c in self.clients}
-        self.refs: Counter[int] = Counter()
-        self.low_water = min(cfg.driver.capacity, 4 * BATCH)
+        self.refs: Counter[int] = Counter()  # offset -> clients holding it
         self.to_driver: list[tuple] = []
-        # a fresh system: hand the driver every buffer; after a restart they are already out
+        # a fresh system: hand the driver its buffers; after a restart they are already out
         self.adopting = self.driver_free.index != 0 or self.driver_active.index != 0
         if not self.adopting:
-            buffers = [(self.base + off, 0, 0) for off in self.data.addresses()]
-            self.to_driver = buffers[:cfg.driver.capacity]
+            self.to_driver = [(io, 0, 0) for io in self.driver_space.addresses()[:cfg.driver.capacity]]
             self.counters["buffers"] = len(self.to_driver)
         self.notified(cfg.driver.channel)
 
     def notified(self, ch: int) -> None:
-        if ch == self.config.driver.channel:
-            drain(self.driver_active, self._demux, BATCH)
-        while True:
-            self._collect_returns()
-            self._flush()
-            if not self._short_of_buffers():
-                for c in self.clients:
-                    c.free.flag.cancel()
-                return
-            if not any([self._ask_for_returns(c) for c in self.clients]):
-                return
+        self.rx_return()
+        self.rx_provide()
 
-    def _short_of_buffers(self) -> bool:
-        """Whether the driver could run dry before frames wake us again (it takes at most
-        two batches between our passes)."""
-        return self.driver_free.length() + len(self.to_driver) < self.low_water
-
-    def _ask_for_returns(self, c: _Client) -> bool:
-        """Ask ``c`` to notify us when it returns buffers; True if some came back meanwhile."""
-        try:
-            return request_and_recheck(c.free.flag, lambda: not c.free.empty())
-        except QueueProtocolError as exc:
-            self.refuse(f"{c.name}.protocol_errors", exc)
-            return False
+    # ---- driver → clients -------------------------------------------------------------------
+    def rx_return(self) -> None:
+        """Demultiplex every frame the driver received, a batch at a time."""
+        drain(self.driver_active, self._demux, BATCH)
 
     def _demux(self, frames: list[tuple]) -> None:
+        slot, rebase, client_space = self.driver_space.slot, self.driver_space.rebase, self.client_space
         for io, length, _ in frames:
-            off = io - self.base
-            slot = self.data.slot(off)
-            if slot is None or not 0 < length <= len(slot):
-                self.counters["bad_from_driver"] += 1
-                if slot is not None:
-                    self.to_driver.append((io, 0, 0))
+            if not length:
+                self.counters["empty_from_driver"] += 1
+                self.to_driver.append((io, 0, 0))
                 continue
-            dst = bytes(slot[:6])
+            dst = bytes(slot(io)[:6])
             if dst[0] & 1:  # broadcast or multicast: every client gets it
                 targets = self.clients
                 self.counters["broadcast"] += 1
@@ -100,29 +86,52 @@ class NetVirtRx(Component):
                 self.counters["no_client"] += 1
                 self.to_driver.append((io, 0, 0))
                 continue
+            off = rebase(io, client_space)
             self.refs[off] += len(targets)
             for c in targets:
                 c.outbox.append((off, length, 0))
                 c.held.add(off)
+        for c in self.clients:
+            self._deliver(c)
+        self._give_to_driver()
 
-    def _collect_returns(self) -> None:
-        for client in self.clients:
+    def _deliver(self, c: _Client) -> None:
+        """Publish what ``c`` gets; drop (and count) what its full queue cannot take."""
+        if not c.outbox:
+            return
+        try:
+            sent = c.active.enqueue_many(c.outbox)
+        except QueueProtocolError as exc:
+            self.refuse(f"{c.name}.protocol_errors", exc)
+            sent = 0
+        for off, _, _ in c.outbox[sent:]:
+            self.counters[f"{c.name}.dropped"] += 1
+            c.held.discard(off)
+            self._release(off)
+        c.outbox.clear()
+        if sent and c.active.signal_needed():
+            self.notify(c.channel)
+
+    # ---- clients → driver -------------------------------------------------------------------
+    def rx_provide(self) -> None:
+        """Take back what every client returned and give it to the driver."""
+        for c in self.clients:
             try:
-                while True:
-                    descs = client.free.dequeue_many(BATCH)
-                    self._returned(client, descs)
-                    if len(descs) < BATCH:
-                        break
+                drain(c.free, lambda descs, c=c: self._returned(c, descs), BATCH)
             except QueueProtocolError as exc:
-                self.refuse(f"{client.name}.protocol_errors", exc)
+                self.refuse(f"{c.name}.protocol_errors", exc)
+        self._give_to_driver()
 
     def _returned(self, client: _Client, descs: list[tuple]) -> None:
+        held = client.held
         for off, _len, _oid in descs:
-            if off not in client.held and not (self.adopting and self.data.slot(off) is not None):
+            if off in held:
+                held.discard(off)
+            elif not self.adopting:  # after a restart we do not know who held what
                 self.counters[f"{client.name}.bad_return"] += 1
                 continue
-            client.held.discard(off)
             self._release(off)
+        self._give_to_driver()
 
     def _release(self, off: int) -> None:
         left = self.refs[off] - 1
@@ -130,28 +139,13 @@ class NetVirtRx(Component):
             self.refs[off] = left
         else:
             self.refs.pop(off, None)
-            self.to_driver.append((self.base + off, 0, 0))
+            self.to_driver.append((self.client_space.rebase(off, self.driver_space), 0, 0))
 
-    def _flush(self) -> None:
-        """Publish what each client gets and what goes back to the driver; notify who asked."""
+    def _give_to_driver(self) -> None:
         self.counters["held_by_clients"] = len(self.refs)
-        for c in self.clients:
-            if not c.outbox:
-                continue
-            try:
-                sent = c.active.enqueue_many(c.outbox)
-            except QueueProtocolError as exc:
-                self.refuse(f"{c.name}.protocol_errors", exc)
-                sent = 0
-            for off, _, _ in c.outbox[sent:]:  # client queue full: drop its copy
-                self.counters[f"{c.name}.dropped"] += 1
-                c.held.discard(off)
-                self._release(off)
-            c.outbox.clear()
-            if sent and signal_needed(c.active.flag):
-                self.notify(c.channel)
-        if self.to_driver:
-            sent = self.driver_free.enqueue_many(self.to_driver)
-            del self.to_driver[:sent]
-            if sent and signal_needed(self.driver_free.flag):
-                self.notify(self.config.driver.channel)
+        if not self.to_driver:
+            return
+        sent = self.driver_free.enqueue_many(self.to_driver)
+        del self.to_driver[:sent]
+        if sent and self.driver_free.signal_needed():
+            self.notify(self.config.driver.channel)

@@ -16,7 +16,9 @@ from rich.live import Live
 from rich.table import Table
 
 from sddf import atomic
-from sddf.queue import blk, net, serial
+from sddf.blk import queue as blk
+from sddf.net import queue as net
+from sddf.serial import queue as serial
 
 Control = Callable[[dict[str, Any]], tuple[dict[str, Any], list[int]]]
 

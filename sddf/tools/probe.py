@@ -1,6 +1,6 @@
 """Echo probes a user (or a test) runs against an echo system: ICMP ping, UDP echo, TCP echo.
 
-``python -m sddf.probe IP [IP …]`` runs all three against each address (from inside the
+``python -m sddf.tools.probe IP [IP …]`` runs all three against each address (from inside the
 system's network namespace) and prints one JSON object per address.
 """
 from __future__ import annotations

@@ -12,7 +12,7 @@ from typing import Any
 from sddf.queue.ring import Layout, RingEnd
 
 HEADER_SIZE = 12
-LAYOUT = Layout(tail_offset=0, head_offset=4, index_bits=32, flag_offset=8)
+LAYOUT = Layout(tail_offset=0, head_offset=4, index_bits=32, flag_offset=8, flag_waiter_is_producer=True)
 
 
 class _SerialEnd(RingEnd):

@@ -10,14 +10,14 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-from sddf.netns import NetNamespace, can_make_named, unshare_prefix
+from sddf.tools.netns import NetNamespace, can_make_named, unshare_prefix
 
 CLIENT_IPS = ("10.0.0.2", "10.0.0.3")
 READY_TIMEOUT_S = 20
 
 
 def _wait_ready(prefix: list[str], monitor: subprocess.Popen) -> None:
-    code = ("import sys; from sddf.probe import icmp_ping\n"
+    code = ("import sys; from sddf.tools.probe import icmp_ping\n"
             f"try: sys.exit(0 if all(icmp_ping(ip, 1, 0.5)[0] for ip in {CLIENT_IPS!r}) else 1)\n"
             "except OSError: sys.exit(1)")
     deadline = time.monotonic() + READY_TIMEOUT_S
@@ -36,7 +36,7 @@ def run_inside(prefix: list[str]) -> int:
     monitor = subprocess.Popen(prefix + [sys.executable, "-m", "sddf.cli", "run", "echo"])
     try:
         _wait_ready(prefix, monitor)
-        out = subprocess.run(prefix + [sys.executable, "-m", "sddf.probe", *CLIENT_IPS],
+        out = subprocess.run(prefix + [sys.executable, "-m", "sddf.tools.probe", *CLIENT_IPS],
                              capture_output=True, text=True, check=True, timeout=120).stdout
         results = [json.loads(line) for line in out.splitlines()]
     finally:

@@ -1,0 +1,196 @@
+/* pysddf's C core: acquire/release accesses, fences, notification words and the ring engine
+   (one call per queue batch). Declarations in _ring.h. */
+#include <stdint.h>
+#include <stddef.h>
+#include <string.h>
+#include <errno.h>
+#include <unistd.h>
+#include "_ring.h"
+#define LOAD(T, N) T load_acquire_##N(const uint8_t *base, size_t off) \
+    { return __atomic_load_n((const T *)(base + off), __ATOMIC_ACQUIRE); }
+#define STORE(T, N) void store_release_##N(uint8_t *base, size_t off, T value) \
+    { __atomic_store_n((T *)(base + off), value, __ATOMIC_RELEASE); }
+LOAD(uint8_t, u8) LOAD(uint16_t, u16) LOAD(uint32_t, u32) LOAD(uint64_t, u64)
+STORE(uint8_t, u8) STORE(uint16_t, u16) STORE(uint32_t, u32) STORE(uint64_t, u64)
+void fence_seq_cst(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+uint64_t exchange_u64(uint8_t *base, size_t off, uint64_t value)
+    { return __atomic_exchange_n((uint64_t *)(base + off), value, __ATOMIC_SEQ_CST); }
+uint64_t fetch_or_u64(uint8_t *base, size_t off, uint64_t bits)
+    { return __atomic_fetch_or((uint64_t *)(base + off), bits, __ATOMIC_SEQ_CST); }
+/* sDDF's producer step after publishing: seq_cst fence, then if the consumer requested a
+   signal (flag 0), cancel it (store 1) and return 1: the caller notifies. */
+int flag_claim_u32(uint8_t *base, size_t off)
+{
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (__atomic_load_n((uint32_t *)(base + off), __ATOMIC_ACQUIRE) != 0)
+        return 0;
+    __atomic_store_n((uint32_t *)(base + off), 1, __ATOMIC_RELEASE);
+    return 1;
+}
+/* A notification: set the pending word; if it was clear, write the eventfd (a new edge for
+   the receiver's epoll). 0: already pending; 1: written; -errno: the write failed. */
+int notify_word(uint8_t *base, size_t off, int eventfd)
+{
+    if (__atomic_exchange_n((uint64_t *)(base + off), 1, __ATOMIC_SEQ_CST) != 0)
+        return 0;
+    uint64_t one = 1;
+    return write(eventfd, &one, sizeof one) == (ssize_t)sizeof one ? 1 : -errno;
+}
+
+
+
+static uint32_t ring_mask(const sddf_ring *r)
+    { return r->index_bits == 16 ? 0xFFFFu : 0xFFFFFFFFu; }
+
+static uint32_t ring_used(const sddf_ring *r, uint32_t peer)
+    { return (r->producer ? r->own - peer : peer - r->own) & ring_mask(r); }
+
+/* Load and validate the peer's index: the number of entries in the queue, or -1 (nothing
+   changed; refused_peer holds the value) if it moved backwards or past the capacity. */
+long ring_refresh(sddf_ring *r)
+{
+    uint32_t peer = r->index_bits == 16
+        ? __atomic_load_n((uint16_t *)(r->header + r->peer_offset), __ATOMIC_ACQUIRE)
+        : __atomic_load_n((uint32_t *)(r->header + r->peer_offset), __ATOMIC_ACQUIRE);
+    if (peer != r->peer) {
+        uint32_t moved = (peer - r->peer) & ring_mask(r), before = ring_used(r, r->peer);
+        if (r->producer ? moved > before : (uint64_t)before + moved > r->capacity) {
+            r->refused_peer = peer;
+            return -1;
+        }
+        r->peer = peer;
+    }
+    return ring_used(r, peer);
+}
+
+/* Publish count entries (producer) or release them (consumer) with one store-release. */
+void ring_advance(sddf_ring *r, uint32_t count)
+{
+    r->own = (r->own + count) & ring_mask(r);
+    if (r->index_bits == 16)
+        __atomic_store_n((uint16_t *)(r->header + r->own_offset), (uint16_t)r->own, __ATOMIC_RELEASE);
+    else
+        __atomic_store_n((uint32_t *)(r->header + r->own_offset), r->own, __ATOMIC_RELEASE);
+}
+
+static void ring_copy(sddf_ring *r, uint8_t *dst, const uint8_t *src, uint32_t count, int out)
+{
+    uint32_t first = r->own & (r->capacity - 1), n = r->capacity - first < count ? r->capacity - first : count;
+    size_t size = r->entry_size;
+    if (out) {
+        memcpy(dst, r->entries + size * first, size * n);
+        memcpy(dst + size * n, r->entries, size * (count - n));
+    } else {
+        memcpy(r->entries + size * first, src, size * n);
+        memcpy(r->entries, src + size * n, size * (count - n));
+    }
+}
+
+static int net_desc_ok(const sddf_ring *r, uint64_t io, uint16_t len)
+{
+    if (len > r->max_len)
+        return 0;
+    for (uint32_t k = 0; k < r->span_count; k++)
+        if (io >= r->spans[k].lo && io <= r->spans[k].hi && (io - r->spans[k].lo) % r->align == 0)
+            return 1;
+    return 0;
+}
+
+/* Check the net descriptors just copied to dst, masking each oid to its 6 bits (a C writer
+   may leave the byte's top bits set); move the good ones together. Returns how many. */
+static uint32_t net_check(sddf_ring *r, uint8_t *dst, uint32_t count)
+{
+    uint32_t good = 0;
+    r->refused = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        uint8_t *d = dst + 16 * i;
+        uint64_t io;
+        uint16_t len;
+        memcpy(&io, d, 8);
+        memcpy(&len, d + 8, 2);
+        d[10] &= 0x3f;
+        if (!net_desc_ok(r, io, len)) {
+            if (r->refused++ == 0) {
+                r->bad_io = io;
+                r->bad_len = len;
+                r->bad_oid = d[10];
+                r->bad_position = i;
+            }
+            continue;
+        }
+        if (good != i)
+            memcpy(dst + 16 * good, d, 16);
+        good++;
+    }
+    return good;
+}
+
+/* Consumer: copy up to max_count entries into dst (private memory: the peer may still write
+   the ring) and, if commit, release them. Net descriptors are checked on the copy: bad ones
+   are consumed but not handed out (taken - count of them; the first is described in bad_*).
+   Returns how many entries dst holds, or -1 for a refused peer index (nothing changed). */
+long ring_take(sddf_ring *r, uint8_t *dst, uint32_t max_count, int commit)
+{
+    long used = ring_refresh(r);
+    if (used < 0)
+        return -1;
+    uint32_t count = (uint32_t)used < max_count ? (uint32_t)used : max_count;
+    r->taken = count;
+    r->refused = 0;
+    if (count == 0)
+        return 0;
+    ring_copy(r, dst, NULL, count, 1);
+    uint32_t good = r->check_net ? net_check(r, dst, count) : count;
+    if (commit)
+        ring_advance(r, count);
+    return good;
+}
+
+/* Producer: copy as many of count entries from src as fit and publish them. Returns how
+   many, -1 for a refused peer index, or -2 for a net descriptor whose oid does not fit its
+   6 bits (bad_position; nothing written). */
+long ring_put(sddf_ring *r, const uint8_t *src, uint32_t count)
+{
+    long used = ring_refresh(r);
+    if (used < 0)
+        return -1;
+    uint32_t space = r->capacity - (uint32_t)used;
+    if (count > space)
+        count = space;
+    if (r->check_net) {
+        for (uint32_t i = 0; i < count; i++) {
+            if (src[16 * i + 10] > 0x3f) {
+                r->bad_position = i;
+                return -2;
+            }
+        }
+    }
+    if (count) {
+        ring_copy(r, NULL, src, count, 0);
+        ring_advance(r, count);
+    }
+    return count;
+}
+
+/* The waiting side before it sleeps (sDDF's protocol): request a signal, seq_cst fence,
+   re-check. If work appeared (entries for a consumer, room for a producer) cancel the request
+   and return 1: go on instead of sleeping. 0: sleep, the peer will signal. -1: refused index. */
+long ring_request_recheck(sddf_ring *r)
+{
+    __atomic_store_n((uint32_t *)(r->header + r->flag_offset), 0, __ATOMIC_RELEASE);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    long used = ring_refresh(r);
+    if (used < 0)
+        return -1;
+    if (r->producer ? (uint32_t)used == r->capacity : used == 0)
+        return 0;
+    __atomic_store_n((uint32_t *)(r->header + r->flag_offset), 1, __ATOMIC_RELEASE);
+    return 1;
+}
+
+/* The other side after making progress: seq_cst fence, then if a signal was requested
+   cancel the request and return 1 (the caller notifies). */
+int ring_claim_signal(sddf_ring *r)
+{
+    return flag_claim_u32(r->header, r->flag_offset);
+}

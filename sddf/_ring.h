@@ -1,0 +1,48 @@
+/* The C core of pysddf's queues and notifications, declared once: read by cffi (sddf/_atomic_build.py)
+   and included by _ring.c. Plain declarations only (cffi's parser takes no preprocessor lines). */
+uint8_t  load_acquire_u8(const uint8_t *base, size_t off);
+uint16_t load_acquire_u16(const uint8_t *base, size_t off);
+uint32_t load_acquire_u32(const uint8_t *base, size_t off);
+uint64_t load_acquire_u64(const uint8_t *base, size_t off);
+void store_release_u8(uint8_t *base, size_t off, uint8_t value);
+void store_release_u16(uint8_t *base, size_t off, uint16_t value);
+void store_release_u32(uint8_t *base, size_t off, uint32_t value);
+void store_release_u64(uint8_t *base, size_t off, uint64_t value);
+void fence_seq_cst(void);
+uint64_t exchange_u64(uint8_t *base, size_t off, uint64_t value);
+uint64_t fetch_or_u64(uint8_t *base, size_t off, uint64_t bits);
+int flag_claim_u32(uint8_t *base, size_t off);
+int notify_word(uint8_t *base, size_t off, int eventfd);
+
+/* Where a net consumer accepts buffers: descriptors naming [lo, hi] in steps of `align`. */
+typedef struct {
+    uint64_t lo, hi;
+} sddf_span;
+
+/* One end of an SPSC queue (sddf/queue/ring.py keeps the Python face): our own index and the
+   last accepted value of the peer's are private; the peer's is validated on every read. */
+typedef struct {
+    uint8_t *header;
+    uint8_t *entries;
+    uint32_t own_offset, peer_offset, index_bits, capacity, entry_size, producer;
+    uint32_t flag_offset;    /* the u32 signal flag in the header (0 = signal requested) */
+    uint32_t own, peer;
+    uint32_t refused_peer;   /* the peer index last refused by ring_refresh */
+    /* net descriptors: a consumer checks each one it takes against spans/align/max_len and
+       masks oid to 6 bits; a producer refuses to write an oid over 63 */
+    uint32_t check_net;
+    const sddf_span *spans;
+    uint32_t span_count;
+    uint32_t align, max_len;
+    uint32_t taken;          /* entries the last ring_take consumed (good and refused) */
+    uint32_t refused;        /* of those, refused (not handed out) */
+    uint64_t bad_io;         /* the first refused descriptor of that batch */
+    uint32_t bad_len, bad_oid, bad_position;
+} sddf_ring;
+
+long ring_refresh(sddf_ring *r);
+void ring_advance(sddf_ring *r, uint32_t count);
+long ring_take(sddf_ring *r, uint8_t *dst, uint32_t max_count, int commit);
+long ring_put(sddf_ring *r, const uint8_t *src, uint32_t count);
+long ring_request_recheck(sddf_ring *r);
+int ring_claim_signal(sddf_ring *r);

@@ -1,0 +1,1 @@
+"""Block device class: queues and storage info (include/sddf/blk/)."""

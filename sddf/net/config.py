@@ -1,0 +1,121 @@
+"""Net configs: what the TAP driver, virtualisers, copiers and clients are handed (built by ``Sddf.Net``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from sddf.config import as_config
+
+
+@dataclass
+class QueuePair:
+    """A free/active net queue pair: the map names of its two queues, their capacity, and the
+    channel to the component at the other end."""
+
+    free: str
+    active: str
+    capacity: int
+    channel: int
+
+    def views(self, regions: Mapping[str, memoryview]) -> tuple[memoryview, memoryview, int]:
+        """(free queue, active queue, capacity) from a component's mapped regions."""
+        return regions[self.free], regions[self.active], self.capacity
+
+
+@dataclass
+class DataRegion:
+    """A buffer data region as this component maps it, and its io address ("physical")."""
+
+    map: str
+    io_addr: int
+    size: int
+
+
+@dataclass
+class NetDriverConfig:
+    """A net driver: its device irq, the rx pair with virt_rx, the tx pair with virt_tx, the rx
+    buffer region and every region virt_tx may hand it buffers from (looked up by io address)."""
+
+    irq: int
+    rx: QueuePair
+    tx: QueuePair
+    rx_data: DataRegion
+    tx_data: list[DataRegion]
+
+    def __post_init__(self) -> None:
+        self.rx, self.tx = as_config(QueuePair, self.rx), as_config(QueuePair, self.tx)
+        self.rx_data = as_config(DataRegion, self.rx_data)
+        self.tx_data = [as_config(DataRegion, d) for d in self.tx_data]
+
+
+@dataclass
+class NetClientPort:
+    """What a virtualiser knows of one client: its queue pair, MAC and (tx) data region."""
+
+    name: str
+    queues: QueuePair
+    mac: bytes
+    data: DataRegion | None = None
+
+    def __post_init__(self) -> None:
+        self.queues = as_config(QueuePair, self.queues)
+        self.data = as_config(DataRegion, self.data) if self.data is not None else None
+
+
+@dataclass
+class NetVirtRxConfig:
+    """virt_rx: the driver's rx pair, the rx data region (io address and size), and its clients."""
+
+    driver: QueuePair
+    data: DataRegion
+    clients: list[NetClientPort]
+
+    def __post_init__(self) -> None:
+        self.driver, self.data = as_config(QueuePair, self.driver), as_config(DataRegion, self.data)
+        self.clients = [as_config(NetClientPort, c) for c in self.clients]
+
+
+@dataclass
+class NetVirtTxConfig:
+    """virt_tx: the driver's tx pair and its clients (each with its own tx data region)."""
+
+    driver: QueuePair
+    clients: list[NetClientPort]
+    batch: int = 32
+
+    def __post_init__(self) -> None:
+        self.driver = as_config(QueuePair, self.driver)
+        self.clients = [as_config(NetClientPort, c) for c in self.clients]
+
+
+@dataclass
+class NetCopierConfig:
+    """A copier: the pair with virt_rx over the shared rx data, the pair with its client over the
+    client's private rx data."""
+
+    virt: QueuePair
+    virt_data: DataRegion
+    client: QueuePair
+    client_data: DataRegion
+
+    def __post_init__(self) -> None:
+        self.virt, self.client = as_config(QueuePair, self.virt), as_config(QueuePair, self.client)
+        self.virt_data, self.client_data = as_config(DataRegion, self.virt_data), as_config(DataRegion, self.client_data)
+
+
+@dataclass
+class NetClientConfig:
+    """A network client: its rx and tx pairs and data regions, MAC, IPv4 address and timer channel."""
+
+    rx: QueuePair
+    tx: QueuePair
+    rx_data: DataRegion
+    tx_data: DataRegion
+    mac: bytes
+    ip: str
+    timer: int | None = None
+    owns_rx_buffers: bool = False  # behind a copier: the client fills its rx free queue itself
+
+    def __post_init__(self) -> None:
+        self.rx, self.tx = as_config(QueuePair, self.rx), as_config(QueuePair, self.tx)
+        self.rx_data, self.tx_data = as_config(DataRegion, self.rx_data), as_config(DataRegion, self.tx_data)

@@ -1,0 +1,1 @@
+"""Serial device class: queues (include/sddf/serial/queue.h)."""

@@ -1,0 +1,1 @@
+"""Timer device class: the PPC protocol, client calls, configs and wiring."""
