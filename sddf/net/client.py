@@ -5,8 +5,9 @@ A subclass implements :meth:`NetClient.setup` (its own state, run by ``init``),
 queues' (a timer, say), :meth:`NetClient.other_notified`; it calls :meth:`NetClient.send` with
 frames to transmit. Whatever a handler sends — from any channel — is on the tx queue and
 notified before the handler returns; frames wait in a bounded backlog only while no tx buffer
-is free (virt_tx notifies us when it returns some). ``init`` re-examines the rx queue, so a
-restarted client drains what arrived while it was down.
+is free (virt_tx notifies us when it returns some). Idle buffers live on the free queues, never
+in the client's memory, and ``init`` re-examines the rx queue, so a restarted client drains what
+arrived while it was down and finds its tx buffers where it left them.
 """
 from __future__ import annotations
 
@@ -33,11 +34,8 @@ class NetClient(Component):
         self.tx_free, self.tx_active = producing_side("tx", *cfg.tx.views(self.regions),
                                                       self.tx_space, self.refuse)
         self.backlog: deque[bytes] = deque()
-        self.tx_buffers: list[int] = []
-        if self.tx_active.index == 0 and self.tx_free.index == 0:  # a fresh system: we own our buffers
-            self.tx_buffers = self.tx_space.addresses()[::-1]
-            if cfg.owns_rx_buffers:
-                fill_free(self.rx_free, self.rx_space.addresses()[:cfg.rx.capacity])
+        if cfg.owns_rx_buffers and self.rx_free.index == 0 and self.rx_active.index == 0:
+            fill_free(self.rx_free, self.rx_space.addresses()[:cfg.rx.capacity])  # a fresh system
         self.setup()
         self.receive()
         self.transmit()
@@ -81,19 +79,18 @@ class NetClient(Component):
         self.backlog.append(frame)
 
     def transmit(self) -> None:
-        """Move the backlog onto tx active, a batch at a time, while tx buffers last."""
-        while self.backlog:
-            if not self.tx_buffers:
-                self.tx_buffers = [off for off, _, _ in self.tx_free.dequeue_many(BATCH)]
-                if not self.tx_buffers:
-                    if self.tx_free.request_and_recheck():
-                        continue
-                    return  # virt_tx notifies us when it returns buffers
+        """Move the backlog onto tx active, a batch at a time, while free tx buffers last (idle
+        buffers stay on the tx free queue, so a restarted client finds them there)."""
+        backlog, slot = self.backlog, self.tx_space.slot
+        while backlog:
+            buffers = self.tx_free.dequeue_many(min(len(backlog), BATCH))
+            if not buffers:
+                if self.tx_free.request_and_recheck():
+                    continue
+                return  # virt_tx notifies us when it returns buffers
             out = []
-            slot, backlog, buffers = self.tx_space.slot, self.backlog, self.tx_buffers
-            while backlog and buffers and len(out) < BATCH:
+            for off, _, _ in buffers:
                 frame = backlog.popleft()
-                off = buffers.pop()
                 slot(off)[:len(frame)] = frame
                 out.append((off, len(frame), 0))
             self.tx_active.enqueue_many(out)

@@ -21,7 +21,7 @@ from collections import deque
 
 from sddf.component import Component
 from sddf.net.config import NetClientPort, NetVirtTxConfig
-from sddf.net.queue import BufferSpace, consuming_side, producing_side
+from sddf.net.queue import BufferSpace, consuming_side, fill_free, producing_side
 from sddf.queue.ring import QueueProtocolError, drain
 
 BATCH = 64
@@ -55,6 +55,9 @@ class NetVirtTx(Component):
         self.by_channel = {c.channel: c for c in self.clients}
         self.busy: deque[_Client] = deque(self.clients)  # may have frames to send, in serving order
         self.adopting = self.driver_free.index != 0 or self.driver_active.index != 0
+        for c in self.clients:
+            if c.free.index == 0 and c.active.index == 0:  # a fresh system: the client's buffers start free
+                fill_free(c.free, c.space.addresses()[:c.free.capacity])
         self.notified(cfg.driver.channel)
 
     def notified(self, ch: int) -> None:
