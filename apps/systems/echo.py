@@ -2,13 +2,15 @@
 
 Two echo clients answer ping, UDP echo (1235) and TCP echo (1236): client0 at 10.0.0.2 maps the
 shared rx region read-only, client1 at 10.0.0.3 sits behind a copier. The TAP's host side is
-10.0.0.1/24. TAP devices need CAP_NET_ADMIN: run it with `sddf run echo --netns`.
+10.0.0.1/24. A client that faults is restarted; the rest of the system runs on. TAP devices need
+CAP_NET_ADMIN: run it with `sddf run echo --netns`.
 """
 from sddf.classes import Sddf
 from sddf.system import ProtectionDomain, SystemDescription
 
 # the NIC interrupt for the Microkit export: an example board number (set your board's)
 NIC_IRQ_NUMBER = 79
+CLIENT_RESTARTS = 5  # a faulting echo client is restarted (with backoff) this often before the system stops
 CLIENTS = (("client0", bytes.fromhex("020000000002"), "10.0.0.2", False),
            ("client1", bytes.fromhex("020000000003"), "10.0.0.3", True))
 
@@ -22,7 +24,8 @@ def system(tap: str = "sddf0") -> SystemDescription:
     net = Sddf.Net(sdf, driver, virt_tx, virt_rx, tap=tap, irq_number=NIC_IRQ_NUMBER)
     timer = Sddf.Timer(sdf, timer_driver)
     for name, mac, ip, copied in CLIENTS:
-        client = sdf.add_pd(ProtectionDomain(name, "sddf.apps.echo_server:EchoServer", priority=100))
+        client = sdf.add_pd(ProtectionDomain(name, "sddf.apps.echo_server:EchoServer", priority=100,
+                                             fault_policy="restart", max_restarts=CLIENT_RESTARTS))
         if copied:
             copier = sdf.add_pd(ProtectionDomain(f"{name}_copier", "sddf.virtualisers.net.copy:NetCopier",
                                                  priority=105))

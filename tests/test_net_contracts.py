@@ -1,0 +1,211 @@
+"""sDDF's component contracts on the echo system, in-process through ``sddf.testing``.
+
+Every test runs the real components (TAP driver, virt_rx, virt_tx, copier, echo clients, timer)
+of the bundled echo system on a fake TAP, and checks after every step that each net buffer is in
+exactly one queue or one component's hands (:mod:`helpers.net_audit`).
+"""
+from __future__ import annotations
+
+import socket
+import struct
+from typing import Iterator
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from helpers.net_audit import NetAudit
+from helpers.netframes import BROADCAST_MAC, arp, ethernet, ipv4, udp
+from sddf.apps.systems import echo
+from sddf.testing import Bench
+
+CLIENTS = {name: (mac, ip) for name, mac, ip, _copied in echo.CLIENTS}
+DIRECT, COPIED = "client0", "client1"  # client1 sits behind a copier
+UDP_ECHO_PORT = 1235
+ARP_REPLY = 2
+POOL = 512  # rx buffers shared by the driver, virt_rx and every client (the echo system's capacity)
+
+
+class EchoBench:
+    """The echo system on a bench, with a host side that answers ARP and collects UDP echoes."""
+
+    def __init__(self) -> None:
+        self.bench = Bench(echo.system())
+        self.bench.start()
+        self.audit = NetAudit(self.bench)
+        self.tap = self.bench.frames("eth_driver")
+        self.replies: dict[str, list[bytes]] = {name: [] for name in CLIENTS}
+
+    @staticmethod
+    def to(client: str, payload: bytes, *, dst_mac: bytes | None = None) -> bytes:
+        """A UDP echo request for ``client`` (sent to ``dst_mac`` instead of its MAC if given)."""
+        mac, ip = CLIENTS[client]
+        return ethernet(ipv4(udp(payload, 40000, UDP_ECHO_PORT, dst=ip), 17, dst=ip), dst=dst_mac or mac)
+
+    def send(self, frames: list[bytes], *, audit: bool = True) -> None:
+        """Put ``frames`` on the TAP and run the system until it is quiet, auditing every step."""
+        for frame in frames:
+            self.tap.send(frame)
+        self.run(audit)
+
+    def run(self, audit: bool = True) -> None:
+        for _ in range(10_000):
+            handled = self.bench.step()
+            if audit:
+                self.audit.check_conservation()
+            handled += self.host()
+            if not handled:
+                return
+        raise AssertionError("the echo system did not settle")
+
+    def host(self) -> int:
+        """Read what the system transmitted: answer ARP requests, keep UDP replies by sender."""
+        count = 0
+        while True:
+            try:
+                frame = self.tap.recv(4096)
+            except BlockingIOError:
+                return count
+            count += 1
+            ethertype = struct.unpack_from("!H", frame, 12)[0]
+            if ethertype == 0x0806 and struct.unpack_from("!H", frame, 20)[0] == 1:  # who-has 10.0.0.1
+                sender_mac, sender_ip = frame[22:28], socket.inet_ntoa(frame[28:32])
+                self.tap.send(ethernet(arp(ARP_REPLY, tha=sender_mac, tpa=sender_ip), dst=sender_mac,
+                                       ethertype=0x0806))
+            elif ethertype == 0x0800 and frame[23] == 17:
+                src = socket.inet_ntoa(frame[26:30])
+                client = next(name for name, (_, ip) in CLIENTS.items() if ip == src)
+                self.replies[client].append(frame[42:])
+
+    def echoes(self, client: str, count: int, tag: bytes) -> int:
+        """Send ``count`` UDP echoes to ``client``; how many came back intact."""
+        before = len(self.replies[client])
+        payloads = [tag + b"%06d" % i for i in range(count)]
+        for start in range(0, count, 64):  # in bursts the TAP driver's batch can take
+            self.send([self.to(client, p) for p in payloads[start:start + 64]])
+        return sum(1 for reply in self.replies[client][before:] if reply in set(payloads))
+
+    def close(self) -> None:
+        self.bench.close()
+
+
+@pytest.fixture
+def system() -> Iterator[EchoBench]:
+    bench = EchoBench()
+    try:
+        yield bench
+    finally:
+        bench.close()
+
+
+def test_both_clients_echo_and_every_buffer_is_accounted_for(system: EchoBench) -> None:
+    for client in CLIENTS:
+        assert system.echoes(client, 200, client.encode()) == 200
+
+
+def test_a_stalled_client_behind_a_copier_does_not_stop_the_other(system: EchoBench) -> None:
+    """sDDF's copier never waits on its client: with no free client buffer the frame is dropped
+    (counted) and the shared buffer goes straight back, so the pool stays with the driver."""
+    system.bench.stall(COPIED)
+    system.send([system.to(COPIED, b"flood %d" % i) for i in range(3 * POOL)])
+    assert system.bench.counters(f"{COPIED}_copier")["dropped_no_client_buffer"] >= 2 * POOL
+    assert system.echoes(DIRECT, 200, b"direct") == 200, "the other client must keep echoing"
+    system.bench.resume(COPIED)
+    system.run()
+    assert system.echoes(COPIED, 50, b"back") == 50, "the stalled client echoes again once resumed"
+
+
+def test_the_pool_runs_dry_behind_a_stalled_client_and_recovers(system: EchoBench) -> None:
+    """A stalled client without a copier can hold the whole pool (as in sDDF); once it runs again
+    and returns its buffers, virt_rx (which asked to be told of returns) hands them back to the
+    driver, and both clients echo again."""
+    assert system.echoes(DIRECT, 10, b"warm") == 10  # the queues' first signals are spent
+    system.bench.stall(DIRECT)
+    system.send([system.to(DIRECT, b"hold %d" % i) for i in range(POOL)])
+    assert system.echoes(COPIED, 10, b"dry") == 0, "the pool is expected to be dry"
+    system.bench.resume(DIRECT)
+    system.run()
+    assert system.echoes(COPIED, 100, b"wet") == 100
+    assert system.echoes(DIRECT, 100, b"again") == 100
+
+
+def test_a_restarted_client_drains_what_arrived_while_it_was_down(system: EchoBench) -> None:
+    """A client that died after taking its notification (so the flag says "no signal needed")
+    comes back, examines its rx queue in init, and answers what waited there."""
+    system.bench.stall(DIRECT)
+    system.send([system.to(DIRECT, b"waiting %d" % i) for i in range(100)])
+    system.bench.component(DIRECT)._waiter.wait(0)  # the dead instance consumed the wake-up
+    system.bench.restart(DIRECT)
+    system.run()
+    assert len(system.replies[DIRECT]) == 100
+    assert system.echoes(DIRECT, 100, b"after") == 100
+
+
+def test_a_hostile_client_cannot_make_the_copier_write_outside_its_region(system: EchoBench) -> None:
+    """The copier takes only whole buffers of its client's region from the client's free queue:
+    the rest is refused and counted, and the client goes on being served."""
+    system.bench.stall(COPIED)
+    system.send([system.to(COPIED, b"first %d" % i) for i in range(2)])  # two free slots for garbage
+    client = system.bench.component(COPIED)
+    assert client.rx_free.enqueue_many([(10 ** 9, 0, 0), (3, 0, 0)]) == 2  # outside; not a buffer start
+    system.send([system.to(COPIED, b"then %d" % i) for i in range(POOL)], audit=False)
+    counters = system.bench.counters(f"{COPIED}_copier")
+    assert counters["client.rx.free.refused"] == 2, counters
+    system.bench.resume(COPIED)
+    system.run(audit=False)
+    assert system.echoes(COPIED, 20, b"still") == 20
+
+
+def test_broadcast_reaches_every_client_and_its_buffer_returns_once(system: EchoBench) -> None:
+    system.send([system.to(DIRECT, b"to all %d" % i, dst_mac=BROADCAST_MAC) for i in range(40)])
+    assert system.bench.counters("net_virt_rx")["broadcast"] == 40
+    assert system.bench.component("net_virt_rx").refs == {}, "every client gave its copy back"
+
+
+class EchoMachine(RuleBasedStateMachine):
+    """Random traffic, stalls and restarts; every buffer accounted for after every step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.system = EchoBench()
+
+    @rule(client=st.sampled_from(list(CLIENTS)), count=st.integers(1, 300),
+          kind=st.sampled_from(["unicast", "broadcast", "unknown"]))
+    def traffic(self, client: str, count: int, kind: str) -> None:
+        mac = {"unicast": None, "broadcast": BROADCAST_MAC, "unknown": bytes.fromhex("02aabbccddee")}[kind]
+        self.system.send([self.system.to(client, b"%s %d" % (kind.encode(), i), dst_mac=mac)
+                          for i in range(count)])
+
+    @rule(client=st.sampled_from(list(CLIENTS)))
+    def stall(self, client: str) -> None:
+        self.system.bench.stall(client)
+
+    @rule(client=st.sampled_from(list(CLIENTS)))
+    def resume(self, client: str) -> None:
+        self.system.bench.resume(client)
+        self.system.run()
+
+    @precondition(lambda self: not self.system.bench.stalled)
+    @rule(client=st.sampled_from(list(CLIENTS)))
+    def restart(self, client: str) -> None:
+        self.system.bench.restart(client)
+        self.system.run()
+
+    @precondition(lambda self: not self.system.bench.stalled)
+    @rule()
+    def everyone_echoes(self) -> None:
+        for client in CLIENTS:
+            assert self.system.echoes(client, 5, b"probe") == 5
+
+    @invariant()
+    def conserved(self) -> None:
+        self.system.audit.check_conservation()
+
+    def teardown(self) -> None:
+        self.system.close()
+
+
+TestEchoMachine = EchoMachine.TestCase
+TestEchoMachine.settings = settings(max_examples=15, stateful_step_count=12, deadline=None,
+                                    suppress_health_check=[HealthCheck.too_slow])
