@@ -685,3 +685,25 @@ def test_echo_service_pushes_back_on_a_slow_reader() -> None:
         peer.send(ACK, window=500)
         echo.handle(net.stack.events())
     assert got + peer.read(segments) == payload
+
+
+def test_karns_rule_an_ack_after_a_retransmission_is_not_timed(net: Net) -> None:
+    """An ACK for a retransmitted segment gives no RTT sample: the backed-off RTO stays until a
+    fresh segment is acknowledged (Karn's rule, RFC 6298 sections 3 and 5)."""
+    peer = Peer(net)
+    conn = peer.connect()
+    net.stack.tcp_send(conn, b"first")
+    peer.received()  # lost
+    assert net.to_next_timer() == RTO_MIN
+    peer.read(peer.received())  # the retransmission arrives...
+    net.advance(350 * MS)  # ...and is acknowledged late (timed from the original: 550 ms)
+    peer.send(ACK)
+    assert net.stack.next_timer_ns() is None
+    net.stack.tcp_send(conn, b"second")
+    peer.read(peer.received())
+    assert net.stack.next_timer_ns() - net.now == 2 * RTO_MIN  # still backed off
+    net.advance(10 * MS)
+    peer.send(ACK)  # a fresh segment acknowledged: a sample at last
+    net.stack.tcp_send(conn, b"third")
+    peer.received()
+    assert net.stack.next_timer_ns() - net.now == RTO_MIN
