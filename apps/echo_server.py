@@ -1,7 +1,9 @@
 """Echo server client: ping, UDP echo on port 1235 and TCP echo on port 1236 (like sDDF's echo_server).
 
-Runs its own sans-I/O IPv4 stack (``sddf.apps.netstack``) over the client queues; TCP timers
-come from the timer driver (SET_TIMEOUT over PPC, notification when due).
+Runs its own sans-I/O IPv4 stack (``sddf.apps.netstack``) over the client queues and answers
+UDP echo as an application over the stack's UDP events; :class:`InStackEchoServer` lets the
+stack reflect UDP echo requests itself (a benchmark's comparison point, not an application).
+TCP timers come from the timer driver (SET_TIMEOUT over PPC, notification when due).
 """
 from __future__ import annotations
 
@@ -17,12 +19,15 @@ TCP_ECHO_PORT = 1236
 
 class EchoServer(NetClient):
     kind = "net.client"
+    #: UDP echo answered inside the stack instead of by the application
+    udp_in_stack = False
 
     def setup(self) -> None:
         self.stack = NetStack(mac=self.config.mac, ip=self.config.ip)
         self.stack.counters.update(self.counters)
         self.counters = self.stack.counters  # the stack's drop counters are published with ours
-        self.echo = EchoService(self.stack, udp_port=UDP_ECHO_PORT, tcp_port=TCP_ECHO_PORT)
+        self.echo = EchoService(self.stack, udp_port=UDP_ECHO_PORT, tcp_port=TCP_ECHO_PORT,
+                                udp_in_stack=self.udp_in_stack)
         self.timer_due: int | None = None
         self.log(f"echo server on {self.config.ip} ({self.config.mac.hex(':')}): "
                  f"UDP {UDP_ECHO_PORT}, TCP {TCP_ECHO_PORT}, ping")
@@ -51,3 +56,9 @@ class EchoServer(NetClient):
         if due is not None and self.config.timer is not None and (self.timer_due is None or due < self.timer_due):
             set_timeout(self, self.config.timer, max(0, due - now))
             self.timer_due = due
+
+
+class InStackEchoServer(EchoServer):
+    """The echo server with UDP echo reflected inside the stack (no UDP events, no application)."""
+
+    udp_in_stack = True

@@ -1,6 +1,8 @@
 """EchoService: UDP and TCP echo on a NetStack, with backpressure.
 
-UDP echo is answered inside the stack (`udp_bind(port, echo=True)`). TCP echo sends back
+UDP echo is an application: each UdpDatagram event is sent back with `udp_send`, as sDDF's
+echo server answers through lwIP's UDP API. With `udp_in_stack=True` the stack itself reflects
+UDP echo requests (`udp_bind(port, echo=True)`: no events, no application). TCP echo sends back
 what arrives; bytes the send buffer cannot take wait here while the connection's receive
 window is paused, so a peer that does not read cannot make the echo server grow without
 bound. When the peer closes its side, the connection is closed once everything is echoed.
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .events import Event, TcpClosed, TcpData, TcpEof, TcpWritable
+from .events import Event, TcpClosed, TcpData, TcpEof, TcpWritable, UdpDatagram
 from .stack import NetStack
 from .tcp import TcpConn
 
@@ -18,10 +20,10 @@ class EchoService:
     """Feed it the stack's events; it answers through the stack."""
 
     def __init__(self, stack: NetStack, *, udp_port: int | None = None,
-                 tcp_port: int | None = None) -> None:
+                 tcp_port: int | None = None, udp_in_stack: bool = False) -> None:
         self.stack = stack
         if udp_port is not None:
-            stack.udp_bind(udp_port, echo=True)
+            stack.udp_bind(udp_port, echo=udp_in_stack)
         if tcp_port is not None:
             stack.tcp_listen(tcp_port)
         self._backlog: dict[TcpConn, bytes] = {}
@@ -30,7 +32,9 @@ class EchoService:
     def handle(self, events: Iterable[Event]) -> None:
         """React to a batch of events from `stack.events()`."""
         for event in events:
-            if isinstance(event, TcpData):
+            if isinstance(event, UdpDatagram):
+                self.stack.udp_send(event.port, event.src_ip, event.src_port, event.data)
+            elif isinstance(event, TcpData):
                 self._echo(event.conn, event.data)
             elif isinstance(event, TcpWritable):
                 self._echo(event.conn, b"")

@@ -16,8 +16,6 @@ from sddf.net.config import NetDriverConfig
 from sddf.net.queue import BufferSpace, consuming_side, producing_side
 from sddf.queue.ring import drain
 
-BATCH = 64
-
 
 class TapDriver(Component):
     kind = "net.driver"
@@ -52,7 +50,7 @@ class TapDriver(Component):
         """Take up to a batch of empty buffers from rx free; False if there are none (then virt_rx
         has been asked to notify us when it returns some)."""
         while not self.spare:
-            self.spare = [io for io, _, _ in self.rx_free.dequeue_many(BATCH)][::-1]
+            self.spare = [io for io, _, _ in self.rx_free.dequeue_many(self.config.batch)][::-1]
             if not self.spare and not self.rx_free.request_and_recheck():
                 return False
         return True
@@ -71,8 +69,8 @@ class TapDriver(Component):
     def _read_frames(self) -> list[tuple]:
         """Read up to a batch of frames into spare buffers; on finding the TAP empty, ack its irq."""
         filled = []
-        slot, spare, tap = self.rx_space.slot, self.spare, self.tap
-        while spare and len(filled) < BATCH:
+        slot, spare, tap, batch = self.rx_space.slot, self.spare, self.tap, self.config.batch
+        while spare and len(filled) < batch:
             io = spare[-1]
             try:
                 n = os.readv(tap, [slot(io)])
@@ -87,7 +85,7 @@ class TapDriver(Component):
     # ---- tx -------------------------------------------------------------------------------
     def tx_provide(self) -> None:
         """Write every frame virt_tx queued, a batch at a time, returning each buffer."""
-        drain(self.tx_active, self.tx_return, BATCH)
+        drain(self.tx_active, self.tx_return, self.config.batch)
 
     def tx_return(self, descs: list[tuple]) -> None:
         """Write a batch of frames to the TAP and give their buffers back on tx free."""

@@ -17,8 +17,6 @@ from sddf.component import Component
 from sddf.net.config import NetClientConfig
 from sddf.net.queue import BufferSpace, consuming_side, fill_free, producing_side
 from sddf.queue.ring import drain
-
-BATCH = 64
 BACKLOG_MAX = 4096
 
 
@@ -57,7 +55,7 @@ class NetClient(Component):
 
     # ---- rx -------------------------------------------------------------------------------
     def receive(self) -> None:
-        drain(self.rx_active, self._receive, BATCH)
+        drain(self.rx_active, self._receive, self.config.batch)
 
     def _receive(self, descs: list[tuple]) -> None:
         slot = self.rx_space.slot
@@ -83,7 +81,7 @@ class NetClient(Component):
         buffers stay on the tx free queue, so a restarted client finds them there)."""
         backlog, slot = self.backlog, self.tx_space.slot
         while backlog:
-            buffers = self.tx_free.dequeue_many(min(len(backlog), BATCH))
+            buffers = self.tx_free.dequeue_many(min(len(backlog), self.config.batch))
             if not buffers:
                 if self.tx_free.request_and_recheck():
                     continue

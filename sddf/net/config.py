@@ -6,6 +6,9 @@ from typing import Mapping
 
 from sddf.config import as_config
 
+#: descriptors a driver, virtualiser, copier or client moves per pass before it notifies and goes on
+BATCH = 64
+
 
 @dataclass
 class QueuePair:
@@ -41,6 +44,7 @@ class NetDriverConfig:
     tx: QueuePair
     rx_data: DataRegion
     tx_data: list[DataRegion]
+    batch: int = BATCH
 
     def __post_init__(self) -> None:
         self.rx, self.tx = as_config(QueuePair, self.rx), as_config(QueuePair, self.tx)
@@ -69,6 +73,7 @@ class NetVirtRxConfig:
     driver: QueuePair
     data: DataRegion
     clients: list[NetClientPort]
+    batch: int = BATCH
 
     def __post_init__(self) -> None:
         self.driver, self.data = as_config(QueuePair, self.driver), as_config(DataRegion, self.data)
@@ -81,7 +86,7 @@ class NetVirtTxConfig:
 
     driver: QueuePair
     clients: list[NetClientPort]
-    batch: int = 32
+    batch: int = BATCH  # also each busy client's turn when the driver's queue is short of room
 
     def __post_init__(self) -> None:
         self.driver = as_config(QueuePair, self.driver)
@@ -97,6 +102,7 @@ class NetCopierConfig:
     virt_data: DataRegion
     client: QueuePair
     client_data: DataRegion
+    batch: int = BATCH
 
     def __post_init__(self) -> None:
         self.virt, self.client = as_config(QueuePair, self.virt), as_config(QueuePair, self.client)
@@ -115,6 +121,7 @@ class NetClientConfig:
     ip: str
     timer: int | None = None
     owns_rx_buffers: bool = False  # behind a copier: the client fills its rx free queue itself
+    batch: int = BATCH
 
     def __post_init__(self) -> None:
         self.rx, self.tx = as_config(QueuePair, self.rx), as_config(QueuePair, self.tx)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from sddf.net.config import (DataRegion, NetClientConfig, NetClientPort, NetCopierConfig, NetDriverConfig,
+from sddf.net.config import (BATCH, DataRegion, NetClientConfig, NetClientPort, NetCopierConfig, NetDriverConfig,
                              NetVirtRxConfig, NetVirtTxConfig, QueuePair)
 from sddf.net.queue import NET_BUFFER_SIZE, queue_size
 from sddf.shm import round_to_pages
@@ -21,11 +21,12 @@ class Net:
 
     def __init__(self, sdf: SystemDescription, driver: ProtectionDomain, virt_tx: ProtectionDomain,
                  virt_rx: ProtectionDomain, tap: str = "sddf0", host_addr: str = "10.0.0.1/24",
-                 mtu: int = 1500, capacity: int = 512, irq_number: int | None = None) -> None:
-        """``irq_number``: the NIC's interrupt on the target board, for the Microkit export only."""
+                 mtu: int = 1500, capacity: int = 512, irq_number: int | None = None, batch: int = BATCH) -> None:
+        """``irq_number``: the NIC's interrupt on the target board, for the Microkit export only;
+        ``batch``: what each component moves per pass before it notifies and goes on."""
         self.sdf, self.driver, self.virt_tx, self.virt_rx = sdf, driver, virt_tx, virt_rx
         self.irq_number = irq_number
-        self.tap, self.host_addr, self.mtu, self.capacity = tap, host_addr, mtu, capacity
+        self.tap, self.host_addr, self.mtu, self.capacity, self.batch = tap, host_addr, mtu, capacity, batch
         self.clients: list[tuple[ProtectionDomain, ProtectionDomain | None, bytes, str]] = []
 
     def add_client(self, client: ProtectionDomain, mac: bytes, ip: str) -> None:
@@ -86,14 +87,14 @@ class Net:
                 client_rx_data = DataRegion(private.name, 0, private.size)
                 copier.config.update(asdict(NetCopierConfig(
                     receiver_view, DataRegion(rx_data.name, rx_data.io_addr, rx_data.size),
-                    copier_side, DataRegion(private.name, 0, private.size))))
+                    copier_side, DataRegion(private.name, 0, private.size), self.batch)))
             client.config.update(asdict(NetClientConfig(
                 client_rx, client_tx, client_rx_data, DataRegion(tx_data.name, tx_data.io_addr, tx_data.size),
-                mac, ip, owns_rx_buffers=copier is not None)))
+                mac, ip, owns_rx_buffers=copier is not None, batch=self.batch)))
         irq = self.sdf.add_irq(Irq(self.driver, f"tap:{self.tap},mtu={self.mtu},addr={self.host_addr}",
                                    number=self.irq_number))
         self.driver.config.update(asdict(NetDriverConfig(
-            irq.id, drv_rx, drv_tx, DataRegion(rx_data.name, rx_data.io_addr, rx_data.size), tx_datas)))
+            irq.id, drv_rx, drv_tx, DataRegion(rx_data.name, rx_data.io_addr, rx_data.size), tx_datas, self.batch)))
         self.virt_rx.config.update(asdict(NetVirtRxConfig(
-            virt_rx_drv, DataRegion(rx_data.name, rx_data.io_addr, rx_data.size), rx_ports)))
-        self.virt_tx.config.update(asdict(NetVirtTxConfig(virt_tx_drv, tx_ports)))
+            virt_rx_drv, DataRegion(rx_data.name, rx_data.io_addr, rx_data.size), rx_ports, self.batch)))
+        self.virt_tx.config.update(asdict(NetVirtTxConfig(virt_tx_drv, tx_ports, self.batch)))

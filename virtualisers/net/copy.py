@@ -15,8 +15,6 @@ from sddf.net.config import NetCopierConfig
 from sddf.net.queue import BufferSpace, consuming_side, producing_side
 from sddf.queue.ring import drain
 
-BATCH = 64
-
 
 class NetCopier(Component):
     kind = "net.copier"
@@ -38,7 +36,7 @@ class NetCopier(Component):
 
     def rx_return(self) -> None:
         """Copy (or drop) every frame virt_rx has given us, a batch at a time."""
-        drain(self.virt_active, self._copy, BATCH)
+        drain(self.virt_active, self._copy, self.config.batch)
 
     def _copy(self, frames: list[tuple]) -> None:
         wanted = sum(1 for _, length, _ in frames if length)

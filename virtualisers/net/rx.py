@@ -22,8 +22,6 @@ from sddf.net.config import NetClientPort, NetVirtRxConfig
 from sddf.net.queue import BufferSpace, consuming_side, producing_side
 from sddf.queue.ring import QueueProtocolError, drain
 
-BATCH = 64
-
 
 class _Client:
     def __init__(self, virt: "NetVirtRx", port: NetClientPort) -> None:
@@ -66,7 +64,7 @@ class NetVirtRx(Component):
     # ---- driver → clients -------------------------------------------------------------------
     def rx_return(self) -> None:
         """Demultiplex every frame the driver received, a batch at a time."""
-        drain(self.driver_active, self._demux, BATCH)
+        drain(self.driver_active, self._demux, self.config.batch)
 
     def _demux(self, frames: list[tuple]) -> None:
         slot, rebase, client_space = self.driver_space.slot, self.driver_space.rebase, self.client_space
@@ -117,7 +115,7 @@ class NetVirtRx(Component):
         """Take back what every client returned and give it to the driver."""
         for c in self.clients:
             try:
-                drain(c.free, lambda descs, c=c: self._returned(c, descs), BATCH)
+                drain(c.free, lambda descs, c=c: self._returned(c, descs), self.config.batch)
             except QueueProtocolError as exc:
                 self.refuse(f"{c.name}.protocol_errors", exc)
         self._give_to_driver()

@@ -24,8 +24,6 @@ from sddf.net.config import NetClientPort, NetVirtTxConfig
 from sddf.net.queue import BufferSpace, consuming_side, fill_free, producing_side
 from sddf.queue.ring import QueueProtocolError, drain
 
-BATCH = 64
-
 
 class _Client:
     def __init__(self, virt: "NetVirtTx", index: int, port: NetClientPort) -> None:
@@ -110,7 +108,7 @@ class NetVirtTx(Component):
     # ---- driver → clients -------------------------------------------------------------------
     def tx_return(self) -> None:
         """Give every buffer the driver has sent back to its client."""
-        drain(self.driver_free, self._completed, BATCH)
+        drain(self.driver_free, self._completed, self.config.batch)
         for c in self.clients:
             self._return_to(c)
 
