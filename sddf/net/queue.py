@@ -8,7 +8,8 @@ A consuming end hands out only checked descriptors: each must name the start of 
 buffer of its :class:`BufferSpace` and hold at most a buffer's bytes; its oid is masked to
 the 6 bits sDDF's bit-field has. Anything else is consumed, never handed out, counted on the
 end (``refused``) and reported to its ``on_refuse(counter, message)`` — a component passes its
-own :meth:`~sddf.component.Component.refuse`. A producing end refuses to write an oid over 63.
+own :meth:`~sddf.component.Component.refuse`, which also hears of a peer's broken index
+(then the end offers nothing, instead of raising). A producing end refuses to write an oid over 63.
 """
 from __future__ import annotations
 
@@ -16,16 +17,13 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 from sddf import atomic
 from sddf.queue.entries import EntryConsumer, EntryFormat, EntryProducer
-from sddf.queue.ring import Layout
+from sddf.queue.ring import Layout, OnRefuse
 
 NET_BUFFER_SIZE = 2048
 MAX_OID = 63  # oid is a 6-bit field in sDDF's descriptor
 HEADER_SIZE = 8
 LAYOUT = Layout(tail_offset=0, head_offset=2, index_bits=16, flag_offset=4)
 MAX_LEN = 0xFFFF
-
-#: what a consuming end calls for each refused descriptor: (counter name, what was wrong)
-OnRefuse = Callable[[str, str], None]
 
 
 class NetBuffDesc(NamedTuple):
@@ -103,9 +101,10 @@ class BufferSpace:
 class NetProducer(EntryProducer):
     """The producing end of one net queue."""
 
-    def __init__(self, name: str, buffer: Any, capacity: int) -> None:
+    def __init__(self, name: str, buffer: Any, capacity: int, on_refuse: OnRefuse | None = None) -> None:
         super().__init__(name, buffer, capacity, LAYOUT, FORMAT)
         self._ring.check_net = 1  # refuse an oid that does not fit its 6 bits
+        self.on_refuse = on_refuse
 
 
 class NetConsumer(EntryConsumer):
@@ -116,7 +115,7 @@ class NetConsumer(EntryConsumer):
                  on_refuse: OnRefuse | None = None) -> None:
         super().__init__(name, buffer, capacity, LAYOUT, FORMAT)
         self.buffers = buffers
-        self._on_refuse = on_refuse
+        self.on_refuse = on_refuse
         r = self._ring
         r.check_net = 1
         if buffers is not None:
@@ -128,14 +127,14 @@ class NetConsumer(EntryConsumer):
 
     def _report_refused(self) -> None:
         super()._report_refused()
-        if self._on_refuse is None:
+        if self.on_refuse is None:
             return
         r = self._ring
         where = self.buffers.describe() if self.buffers is not None else "any buffer"
         message = (f"queue {self.name!r}: descriptor io_or_offset={r.bad_io:#x} len={r.bad_len} "
                    f"oid={r.bad_oid} is not {where} holding ≤{r.max_len} bytes")
         for _ in range(r.refused):
-            self._on_refuse(f"{self.name}.refused", message)
+            self.on_refuse(f"{self.name}.refused", message)
 
 
 def producing_side(name: str, free: Any, active: Any, capacity: int, buffers: BufferSpace | None = None,
@@ -143,14 +142,14 @@ def producing_side(name: str, free: Any, active: Any, capacity: int, buffers: Bu
     """Attach as the end that fills buffers: it takes them from ``free`` (checked against
     ``buffers``) and publishes them on ``active`` (a driver's rx side, a client's tx side)."""
     return (NetConsumer(f"{name}.free", free, capacity, buffers, on_refuse),
-            NetProducer(f"{name}.active", active, capacity))
+            NetProducer(f"{name}.active", active, capacity, on_refuse))
 
 
 def consuming_side(name: str, free: Any, active: Any, capacity: int, buffers: BufferSpace | None = None,
                    on_refuse: OnRefuse | None = None) -> tuple[NetProducer, NetConsumer]:
     """Attach as the end that takes filled buffers from ``active`` (checked against ``buffers``)
     and gives them back on ``free`` (the other end of :func:`producing_side`)."""
-    return (NetProducer(f"{name}.free", free, capacity),
+    return (NetProducer(f"{name}.free", free, capacity, on_refuse),
             NetConsumer(f"{name}.active", active, capacity, buffers, on_refuse))
 
 

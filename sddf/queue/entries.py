@@ -115,6 +115,7 @@ class EntryProducer(_EntryEnd):
         if put < 0:
             if put == -1:
                 self._refuse_peer()
+                return 0
             entry = flat[self._ring.bad_position * nf:(self._ring.bad_position + 1) * nf]
             raise ValueError(f"queue {self.name!r}: cannot enqueue {entry}: a field does not fit "
                              "its width in the C layout")
@@ -167,6 +168,7 @@ class EntryConsumer(_EntryEnd):
         if count <= 0:
             if count < 0:
                 self._refuse_peer()
+                return ()
             if not self._ring.refused:
                 return ()
         if self._ring.refused:

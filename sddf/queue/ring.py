@@ -17,9 +17,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable
 
 from sddf import atomic
+
+
+#: what an end facing an untrusted peer calls instead of raising: (counter name, what was wrong)
+OnRefuse = Callable[[str, str], None]
 
 
 class QueueProtocolError(Exception):
@@ -59,6 +63,8 @@ class RingEnd:
                  producer: bool, entries: Any = None, entry_size: int = 0) -> None:
         check_capacity(name, capacity, layout.index_bits)
         self.name = name
+        #: set (e.g. to a component's ``refuse``) to report a peer's protocol violations instead of raising
+        self.on_refuse: OnRefuse | None = None
         self.capacity = capacity
         self.is_producer = producer
         self._mask = (1 << layout.index_bits) - 1
@@ -115,7 +121,7 @@ class RingEnd:
         a consumer, room for a producer): the request is cancelled, go on instead of sleeping."""
         ready = self._request_recheck()
         if ready < 0:
-            self._refuse_peer()
+            self._refuse_peer()  # nothing to wait for on a queue whose peer broke it
         return ready > 0
 
     def _request_recheck(self) -> int:
@@ -148,15 +154,22 @@ class RingEnd:
         used = atomic.ring_refresh(self._ring)
         if used < 0:
             self._refuse_peer()
+            return self.capacity if self.is_producer else 0  # no room, nothing to take
         return used
 
-    def _refuse_peer(self) -> NoReturn:
-        """The peer's index moved backwards or past the capacity (our view of it is unchanged)."""
+    def _refuse_peer(self) -> None:
+        """The peer's index moved backwards or past the capacity (our view of it is unchanged):
+        raise :class:`QueueProtocolError`, or with ``on_refuse`` set, report it and let the
+        caller carry on as if the queue had nothing to offer (nothing moves until the peer's
+        index is sane again)."""
         which = "head" if self.is_producer else "tail"
-        raise QueueProtocolError(
+        error = QueueProtocolError(
             self.name, f"peer's {which} jumped from {self._peer} to {self._ring.refused_peer} "
                        f"(our {'tail' if self.is_producer else 'head'} is {self._own}, "
                        f"capacity {self.capacity})")
+        if self.on_refuse is None:
+            raise error
+        self.on_refuse(f"{self.name}.protocol_errors", str(error))
 
     # ---- queries ------------------------------------------------------------------------
     @property
@@ -172,6 +185,7 @@ class RingEnd:
         used = atomic.ring_refresh(self._ring)  # _refresh inlined: this is the hottest query
         if used < 0:
             self._refuse_peer()
+            return True
         return used == 0
 
     def full(self) -> bool:

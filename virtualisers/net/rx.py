@@ -11,7 +11,8 @@ Broadcast and multicast frames go to every client with a reference count; a buff
 to the driver once every client holding it has given it back. Frames for no client go
 straight back to the driver. A client whose queue is full loses its copy (counted): virt_rx
 never waits on a client. A client that returns a buffer it does not hold, or breaks its
-queue's protocol, is refused and counted; other clients are not disturbed.
+queue's protocol, is refused and counted (its queue ends report to ``refuse``); other
+clients are not disturbed.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from collections import Counter
 from sddf.component import Component
 from sddf.net.config import NetClientPort, NetVirtRxConfig
 from sddf.net.queue import BufferSpace, consuming_side, producing_side
-from sddf.queue.ring import QueueProtocolError, drain
+from sddf.queue.ring import drain
 
 
 class _Client:
@@ -97,11 +98,7 @@ class NetVirtRx(Component):
         """Publish what ``c`` gets; drop (and count) what its full queue cannot take."""
         if not c.outbox:
             return
-        try:
-            sent = c.active.enqueue_many(c.outbox)
-        except QueueProtocolError as exc:
-            self.refuse(f"{c.name}.protocol_errors", exc)
-            sent = 0
+        sent = c.active.enqueue_many(c.outbox)  # 0 if the client broke its queue (counted)
         for off, _, _ in c.outbox[sent:]:
             self.counters[f"{c.name}.dropped"] += 1
             c.held.discard(off)
@@ -114,10 +111,7 @@ class NetVirtRx(Component):
     def rx_provide(self) -> None:
         """Take back what every client returned and give it to the driver."""
         for c in self.clients:
-            try:
-                drain(c.free, lambda descs, c=c: self._returned(c, descs), self.config.batch)
-            except QueueProtocolError as exc:
-                self.refuse(f"{c.name}.protocol_errors", exc)
+            drain(c.free, lambda descs, c=c: self._returned(c, descs), self.config.batch)
         self._give_to_driver()
 
     def _returned(self, client: _Client, descs: list[tuple]) -> None:

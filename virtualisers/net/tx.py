@@ -22,7 +22,7 @@ from collections import deque
 from sddf.component import Component
 from sddf.net.config import NetClientPort, NetVirtTxConfig
 from sddf.net.queue import BufferSpace, consuming_side, fill_free, producing_side
-from sddf.queue.ring import QueueProtocolError, drain
+from sddf.queue.ring import drain
 
 
 class _Client:
@@ -77,12 +77,8 @@ class NetVirtTx(Component):
                 return  # the driver's returns (we always ask for them) wake us to go on
             c = self.busy.popleft()
             want = min(batch, room)
-            try:
-                descs = c.active.dequeue_many(want)
-                drained = c.active.last_taken < want and not c.active.request_and_recheck()
-            except QueueProtocolError as exc:
-                self.refuse(f"{c.name}.protocol_errors", exc)
-                continue  # looked at again when it next notifies
+            descs = c.active.dequeue_many(want)  # nothing from a client that broke its queue (counted)
+            drained = c.active.last_taken < want and not c.active.request_and_recheck()
             out = self._translate(c, descs)
             if out:
                 self.driver_active.enqueue_many(out)
@@ -131,11 +127,7 @@ class NetVirtTx(Component):
     def _return_to(self, c: _Client) -> None:
         if not c.returns:
             return
-        try:
-            sent = c.free.enqueue_many(c.returns)
-        except QueueProtocolError as exc:
-            self.refuse(f"{c.name}.protocol_errors", exc)
-            return
+        sent = c.free.enqueue_many(c.returns)
         for off, _, _ in c.returns[:sent]:
             c.returning.discard(off)
         del c.returns[:sent]
