@@ -211,3 +211,18 @@ class EchoMachine(RuleBasedStateMachine):
 TestEchoMachine = EchoMachine.TestCase
 TestEchoMachine.settings = settings(max_examples=15, stateful_step_count=12, deadline=None,
                                     suppress_health_check=[HealthCheck.too_slow])
+
+
+def test_the_driver_notifies_after_a_batch_not_after_the_whole_burst(system: EchoBench) -> None:
+    """A pass is capped: with 300 frames waiting, virt_rx is notified once the first batch is on
+    its queue, so it can run while the driver reads on (DESIGN §3)."""
+    driver = system.bench.component("eth_driver")
+    rx_channel, queued_at_notify = driver.config.rx.channel, []
+    send = driver._sends[rx_channel]
+
+    def recording_send() -> int:
+        queued_at_notify.append(driver.rx_active.length())
+        return send()
+    driver._sends[rx_channel] = recording_send
+    system.send([system.to(DIRECT, b"burst %d" % i) for i in range(300)])
+    assert queued_at_notify and queued_at_notify[0] == driver.config.batch, queued_at_notify

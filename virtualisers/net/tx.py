@@ -103,8 +103,12 @@ class NetVirtTx(Component):
 
     # ---- driver → clients -------------------------------------------------------------------
     def tx_return(self) -> None:
-        """Give every buffer the driver has sent back to its client."""
+        """Give every buffer the driver has sent back to its client, a batch at a time (and any
+        that waited for room on a client's free queue)."""
         drain(self.driver_free, self._completed, self.config.batch)
+        self._return_all()
+
+    def _return_all(self) -> None:
         for c in self.clients:
             self._return_to(c)
 
@@ -118,6 +122,7 @@ class NetVirtTx(Component):
                 continue
             c.at_driver.discard(off)
             self._give_back(c, off, oid)
+        self._return_all()
 
     @staticmethod
     def _give_back(c: _Client, off: int, oid: int) -> None:
