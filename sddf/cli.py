@@ -4,14 +4,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
-import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from typing import Any
 
+from sddf.control import ControlError, Reply, Request, default_run_dir, only_running_system, request
 from sddf.system import InvalidSystem, SystemDescription
 
 SYSTEM_HELP = ("a system file (a Python file defining system() -> SystemDescription, "
@@ -41,35 +40,14 @@ def load_system(spec: str) -> SystemDescription:
     return sdf
 
 
-def control(system: str | None, request: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
-    """Send one request to a running system's monitor; return its reply and any fds."""
-    from sddf.monitor import control_path, run_dir
-
-    if system is None:
-        running = sorted(f[:-5] for f in os.listdir(run_dir()) if f.endswith(".sock")) \
-            if os.path.isdir(run_dir()) else []
-        if len(running) != 1:
-            raise SystemExit("sddf: " + ("no system is running" if not running else
-                                         f"several systems are running ({', '.join(running)}): use --system"))
-        system = running[0]
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+def control(system: str | None, req: Request, run_dir: str | None = None) -> tuple[Reply, list[int]]:
+    """Send one request to a running system's monitor (the only one running in ``run_dir`` if
+    ``system`` is None); its reply and any fds. A failure exits with its reason."""
+    run_dir = default_run_dir() if run_dir is None else run_dir
     try:
-        sock.connect(control_path(system))
-    except (FileNotFoundError, ConnectionRefusedError):
-        raise SystemExit(f"sddf: system {system!r} is not running") from None
-    with sock:
-        sock.sendall((json.dumps(request) + "\n").encode())
-        data, fds = b"", []
-        while not data.endswith(b"\n"):
-            chunk, got, _, _ = socket.recv_fds(sock, 1 << 20, 16)
-            if not chunk:
-                break
-            data += chunk
-            fds += got
-    reply = json.loads(data)
-    if not reply.get("ok"):
-        raise SystemExit(f"sddf: {reply.get('error')}")
-    return reply, fds
+        return request(run_dir, system or only_running_system(run_dir), req)
+    except ControlError as exc:
+        raise SystemExit(f"sddf: {exc}") from None
 
 
 # ---- commands ---------------------------------------------------------------------------
@@ -79,7 +57,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.netns:
         return run_in_netns(args)
     sdf = load_system(args.system)
-    monitor = Monitor(sdf)
+    monitor = Monitor(sdf, run_dir=args.run_dir, shm=args.shm)
     print(f"sddf: running system {sdf.name!r} ({len(sdf.pds)} PDs); Ctrl-C stops it", file=sys.stderr)
     return monitor.run(duration=args.duration)
 
@@ -88,7 +66,7 @@ def run_in_netns(args: argparse.Namespace) -> int:
     """Run the system in a fresh network namespace, removed (with its TAPs) on exit."""
     from sddf.tools.netns import NetNamespace, can_make_named, unshare_prefix
 
-    inner = [sys.executable, "-m", "sddf.cli", "run", args.system]
+    inner = [sys.executable, "-m", "sddf.cli", "run", args.system, "--shm", args.shm, "--run-dir", args.run_dir]
     if args.duration is not None:
         inner += ["--duration", str(args.duration)]
     if not can_make_named():
@@ -191,7 +169,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    reply, _ = control(args.system_name, {"cmd": "status"})
+    reply, _ = control(args.system_name, {"cmd": "status"}, args.run_dir)
     for pd in reply["pds"]:
         fault = f"  last fault: {pd['last_fault']}" if pd["last_fault"] else ""
         print(f"{pd['name']:16} {pd['state']:10} pid {pd['pid']!s:8} restarts {pd['restarts']}  "
@@ -200,34 +178,35 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_counters(args: argparse.Namespace) -> int:
-    reply, _ = control(args.system_name, {"cmd": "counters"})
+    reply, _ = control(args.system_name, {"cmd": "counters", "fresh": True}, args.run_dir)
     for pd, counters in reply["counters"].items():
         shown = ", ".join(f"{k}={v}" for k, v in sorted(counters.items())) or "-"
-        print(f"{pd:16} {shown}")
+        stale = reply["stale"].get(pd)
+        print(f"{pd:16} {shown}" + (f"  (stale: {stale})" if stale else ""))
     return 0
 
 
 def cmd_swap(args: argparse.Namespace) -> int:
-    control(args.system_name, {"cmd": "swap", "pd": args.pd, "program": args.program})
+    control(args.system_name, {"cmd": "swap", "pd": args.pd, "program": args.program}, args.run_dir)
     print(f"sddf: PD {args.pd} now runs {args.program}")
     return 0
 
 
 def cmd_restart(args: argparse.Namespace) -> int:
-    control(args.system_name, {"cmd": "restart", "pd": args.pd})
+    control(args.system_name, {"cmd": "restart", "pd": args.pd}, args.run_dir)
     print(f"sddf: PD {args.pd} restarted")
     return 0
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    control(args.system_name, {"cmd": "stop"})
+    control(args.system_name, {"cmd": "stop"}, args.run_dir)
     return 0
 
 
 def cmd_top(args: argparse.Namespace) -> int:
     from sddf.tools.top import top
 
-    return top(lambda req: control(args.system_name, req), interval=args.interval, once=args.once)
+    return top(lambda req: control(args.system_name, req, args.run_dir), interval=args.interval, once=args.once)
 
 
 def _write(path: str | None, text: str) -> None:
@@ -242,6 +221,11 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sddf", description="Run and inspect sDDF/Microkit-style systems of components as host processes.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run_dir = default_run_dir()
+
+    def add_run_dir(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--run-dir", default=run_dir, metavar="DIR",
+                        help="where control sockets live (default: $SDDF_RUN_DIR or /tmp/sddf-<uid>: %(default)s)")
 
     def add(name: str, func: Any, help_text: str, system: bool = False, running: bool = False) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_text, description=help_text)
@@ -251,13 +235,19 @@ def parser() -> argparse.ArgumentParser:
         if running:
             sp.add_argument("--system", dest="system_name", metavar="NAME",
                             help="which running system (needed only when several run)")
+            add_run_dir(sp)
         return sp
 
     run = add("run", cmd_run, "start every component of SYSTEM as its own process and watch them "
               "(Ctrl-C stops everything and cleans up)", system=True)
+    add_run_dir(run)
     run.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     run.add_argument("--netns", action="store_true",
                      help="run inside a fresh network namespace (for TAP devices), removed on exit")
+    run.add_argument("--shm", choices=("memfd", "posix"), default="memfd",
+                     help="memory regions as memfds (default), or as named POSIX regions "
+                          "/sddf-<monitor pid>-<region> that outside tools can open by name "
+                          "(as can any process of your uid); their names are printed at start")
     demo = add("demo", cmd_demo, "run the echo system in its own network namespace, ping and UDP/TCP-echo "
                "both clients, print a summary and stop")
     demo.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
@@ -291,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     except InvalidSystem as exc:
         print(f"sddf: {exc}", file=sys.stderr)
         return 2
+    except ControlError as exc:  # e.g. `sddf run` of a system that is already running
+        print(f"sddf: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

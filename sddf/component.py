@@ -25,7 +25,7 @@ from sddf.config import ChannelGrant, PdConfig, typed
 from sddf.shm import Region
 from sddf.channel import ChannelEnd, ChannelEndFds, Waiter, check_sent
 from sddf.ppc import Callee, Caller, MalformedCall, PPC_CALLEE_FAULTED, PPC_MALFORMED
-from sddf.stats import STATS_SIZE, StatsWriter
+from sddf.stats import PUBLISH_SIGNAL, STATS_SIZE, StatsWriter
 
 FAULT_MESSAGE_MAX = 64 * 1024  # a child fault report from the monitor: child id and reason
 STATS_PERIOD_S = 0.1  # counters are published at most this often (and once more when idle)
@@ -185,8 +185,10 @@ class Component:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGTERM, lambda *_: None)
+        signal.signal(PUBLISH_SIGNAL, lambda *_: None)
         self._waiter.add_callback(wake_r, lambda: self.__signalled(wake_r))
         self.start()
+        self.__publish_stats(now=True)  # tells the monitor this PD is up and answers PUBLISH_SIGNAL
         # the hot loop: bound methods in locals, and no call to publish unchanged counters or to
         # flush an empty outbox (dict.__eq__, not Counter.__eq__, which costs a Python frame)
         wait, notified, flush, outbox = self._waiter.wait, self.notified, self.__flush, self.__outbox
@@ -211,22 +213,25 @@ class Component:
             self.__flush()
         return handled
 
-    @staticmethod
-    def __signalled(wake_r: int) -> None:
-        """A signal with a Python handler arrived: SIGTERM ends the loop, others are the PD's own."""
+    def __signalled(self, wake_r: int) -> None:
+        """A signal with a Python handler arrived: SIGTERM ends the loop, PUBLISH_SIGNAL (the
+        monitor asking for fresh counters) publishes them now, others are the PD's own."""
         try:
             signums = os.read(wake_r, 64)
         except BlockingIOError:
             return
         if signal.SIGTERM in signums:
             raise SystemExit(0)
+        if PUBLISH_SIGNAL in signums:
+            self.__publish_stats(now=True)
 
-    def __publish_stats(self) -> float | None:
-        """Publish the counters, which changed (rate-limited); return how long to sleep before trying again."""
+    def __publish_stats(self, now: bool = False) -> float | None:
+        """Publish the counters, which changed (rate-limited unless ``now``); return how long to
+        sleep before trying again."""
         if self.__stats is None:
             return None
         wait = self.__published_at + STATS_PERIOD_S - time.monotonic()
-        if wait > 0:
+        if wait > 0 and not now:
             return wait
         self.__stats.publish(self.counters)
         self.__published.clear()  # in place: the loop holds it

@@ -4,13 +4,16 @@ It is the only part of pysddf that starts processes. Each PD gets exactly the fd
 description grants (``pass_fds``), a fault pipe, and dies with the monitor. A PD that raises,
 exits or is killed is reported as "PD <name> faulted: <reason>" with its traceback, then its
 policy applies: stop the system (default) or restart it with backoff, a bounded number of
-times. A control socket serves ``status``, ``restart``, ``swap``, ``queues`` and ``stop``.
+times. Its control socket (:mod:`sddf.control`) serves ``status``, ``counters``, ``restart``,
+``swap``, ``queues`` and ``stop``. Regions are memfds by default; with ``shm="posix"`` they are
+named POSIX regions (``/sddf-<monitor pid>-<region>``, announced at start) that outside tools
+can open by name, at the cost of isolation: any process of the same uid can open them, PDs
+included. The monitor unlinks them when it stops, and its reaper does if the monitor is killed.
 Priority maps to nice and ``cpu`` to affinity; ``budget``/``period`` are exported to the
 Microkit XML but not enforced on the host.
 """
 from __future__ import annotations
 
-import json
 import os
 import select
 import signal
@@ -24,31 +27,25 @@ from typing import Callable
 import msgpack
 
 from sddf.config import ChannelGrant, PdConfig, RegionGrant
+from sddf.control import Reply, Request, Server, default_run_dir
 from sddf.devices import open_device
 from sddf.runtime import FAULT_EXIT
-from sddf.shm import Region
+from sddf.shm import Backend, Region
 from sddf.channel import channel_pair
 from sddf.ppc import CallPath
-from sddf.stats import STATS_SIZE, read_stats
+from sddf.stats import PUBLISH_SIGNAL, STATS_SIZE, read_stats, sequence
 from sddf.system import Channel, ProtectionDomain, SystemDescription, load_program
 
 STOP_GRACE_S = 1.0
 PARENT_ANSWER_S = 2.0
 RESTART_BACKOFF_S = 0.1
+FRESH_WAIT_S = 1.0  # how long a fresh ``counters`` request waits for the PDs to publish
+FRESH_POLL_S = 0.002
 
 
 def log_to_stderr(msg: str) -> None:
     """One write per message, so lines from the monitor and its PDs never interleave mid-line."""
     os.write(2, (msg + "\n").encode())
-
-
-def run_dir() -> str:
-    """Where control sockets live (``$SDDF_RUN_DIR``, else /tmp/sddf-<uid>)."""
-    return os.environ.get("SDDF_RUN_DIR", f"/tmp/sddf-{os.getuid()}")
-
-
-def control_path(system: str) -> str:
-    return os.path.join(run_dir(), f"{system}.sock")
 
 
 @dataclass
@@ -63,6 +60,7 @@ class PdState:
     fault_read: int = -1
     state: str = "stopped"
     stats: Region | None = None
+    stats_at_spawn: int = 0  # its stats page's sequence when it was spawned: unchanged while it starts
     restarts: int = 0
     restart_at: float | None = None
     expected_exit: bool = False
@@ -74,12 +72,17 @@ class Monitor:
     """Runs one SystemDescription until it is stopped."""
 
     def __init__(self, sdf: SystemDescription, log: Callable[[str], None] | None = None,
-                 devices: Callable[[str], int] = open_device) -> None:
-        """``devices`` opens the host device an irq source names (``sddf.testing`` fakes them)."""
+                 devices: Callable[[str], int] = open_device, run_dir: str | None = None,
+                 shm: Backend = "memfd") -> None:
+        """``devices`` opens the host device an irq source names (``sddf.testing`` fakes them);
+        the control socket goes in ``run_dir`` (default: :func:`sddf.control.default_run_dir`);
+        ``shm`` is the backend of the system's memory regions."""
         sdf.check()
         self.sdf = sdf
         self.log = log or log_to_stderr
         self._open_device = devices
+        self.run_dir = default_run_dir() if run_dir is None else run_dir
+        self.shm = shm
         self.regions: dict[str, Region] = {}
         self._fds: list[int] = []          # fds the monitor owns on behalf of its PDs
         self._sockets: list[socket.socket] = []
@@ -88,7 +91,7 @@ class Monitor:
         self.pds: dict[str, PdState] = {}
         self._epoll = select.epoll()
         self._by_fd: dict[int, Callable[[], None]] = {}
-        self._control: socket.socket | None = None
+        self._control: Server | None = None
         self._stopping = False
         self.exit_code = 0
 
@@ -96,7 +99,9 @@ class Monitor:
     def build(self) -> None:
         """Create every region, channel and device, and each PD's config."""
         for mr in self.sdf.regions:
-            self.regions[mr.name] = Region.create(mr.name, mr.size)
+            region = self.regions[mr.name] = Region.create(mr.name, mr.size, self.shm)
+            if region.posix_name is not None:
+                self.log(f"monitor: memory region {mr.name!r} is shared as {region.posix_name}")
         configs = {pd.name: PdConfig(pd.name, pd.program, pd.priority, pd.cpu, -1, app=dict(pd.config))
                    for pd in self.sdf.pds}
         for pd in self.sdf.pds:
@@ -156,6 +161,8 @@ class Monitor:
         fault_read, fault_write = os.pipe2(os.O_CLOEXEC)
         st.config.fault_fd = fault_write
         st.config.program = st.program
+        if st.stats is not None:
+            st.stats_at_spawn = sequence(st.stats.view)
         cfg_fd = st.config.to_memfd()
         try:
             st.proc = subprocess.Popen(
@@ -281,42 +288,37 @@ class Monitor:
             raise KeyError(f"no PD named {name!r} in system {self.sdf.name!r}")
         return st
 
+    def counters(self, fresh: bool = False) -> tuple[dict[str, dict[str, int]], dict[str, str]]:
+        """Each PD's published counters; with ``fresh``, each running PD is asked to publish now
+        first. Also the PDs whose counters are not fresh, each with why."""
+        stale = self._refresh_counters() if fresh else {}
+        return {name: read_stats(st.stats.view) if st.stats else {} for name, st in self.pds.items()}, stale
+
+    def _refresh_counters(self) -> dict[str, str]:
+        """Send every running PD PUBLISH_SIGNAL and wait (at most FRESH_WAIT_S) until each has
+        published; return the PDs that did not, each with why."""
+        deadline = time.monotonic() + FRESH_WAIT_S
+        stale: dict[str, str] = {}
+        waiting: dict[str, tuple[memoryview, int]] = {}  # PD -> (its stats page, sequence when asked)
+        for name, st in self.pds.items():
+            if st.state != "running" or st.proc is None or st.stats is None:
+                stale[name] = f"not running ({st.state})"
+                continue
+            if sequence(st.stats.view) == st.stats_at_spawn:
+                stale[name] = "starting (not yet past init)"
+                continue
+            waiting[name] = (st.stats.view, sequence(st.stats.view))
+            st.proc.send_signal(PUBLISH_SIGNAL)
+        while waiting and time.monotonic() < deadline:
+            time.sleep(FRESH_POLL_S)
+            waiting = {name: (page, seq) for name, (page, seq) in waiting.items() if sequence(page) == seq}
+        return stale | {name: f"did not publish within {FRESH_WAIT_S:g} s" for name in waiting}
+
     def _open_control(self) -> None:
-        path = control_path(self.sdf.name)
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        if os.path.exists(path):
-            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                probe.connect(path)
-                raise RuntimeError(f"system {self.sdf.name!r} is already running (control socket {path})")
-            except (ConnectionRefusedError, FileNotFoundError):
-                os.unlink(path)  # left by a monitor that was killed
-            finally:
-                probe.close()
-        self._control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        self._control.bind(path)
-        self._control.listen(8)
-        self._watch(self._control.fileno(), self._accept)
+        self._control = Server(self.run_dir, self.sdf.name, self._command)
+        self._watch(self._control.fileno(), self._control.serve_one)
 
-    def _accept(self) -> None:
-        assert self._control is not None
-        conn, _ = self._control.accept()
-        with conn:
-            conn.settimeout(5)
-            try:
-                request = json.loads(conn.makefile("r").readline())
-                reply, fds = self._command(request)
-            except Exception as exc:  # noqa: BLE001 - a bad request is answered, never fatal
-                reply, fds = {"ok": False, "error": str(exc)}, []
-            data = (json.dumps(reply) + "\n").encode()
-            if fds:
-                socket.send_fds(conn, [data], fds)
-            else:
-                conn.sendall(data)
-            for fd in fds:
-                os.close(fd)
-
-    def _command(self, request: dict) -> tuple[dict, list[int]]:
+    def _command(self, request: Request) -> tuple[Reply, list[int]]:
         cmd = request.get("cmd")
         if cmd == "status":
             return {"ok": True, "system": self.sdf.name, "pds": self.status()}, []
@@ -327,8 +329,8 @@ class Monitor:
             self.swap(request["pd"], request["program"])
             return {"ok": True}, []
         if cmd == "counters":
-            return {"ok": True, "counters": {name: read_stats(st.stats.view) if st.stats else {}
-                                             for name, st in self.pds.items()}}, []
+            counters, stale = self.counters(fresh=bool(request.get("fresh")))
+            return {"ok": True, "counters": counters, "stale": stale}, []
         if cmd == "stop":
             self.stop()
             return {"ok": True}, []
@@ -402,11 +404,8 @@ class Monitor:
     def close(self) -> None:
         """Release every fd, region and the control socket (after :meth:`stop`)."""
         if self._control is not None:
-            path = self._control.getsockname()
             self._control.close()
             self._control = None
-            if os.path.exists(path):
-                os.unlink(path)
         for fd in self._fds:
             os.close(fd)
         self._fds.clear()

@@ -70,6 +70,9 @@ class Region:
                 shm = posix_ipc.SharedMemory(posix_name, posix_ipc.O_CREX, mode=0o600, size=size)
             except posix_ipc.ExistentialError as exc:
                 raise RegionError(f"region {name!r}: {posix_name} already exists") from exc
+            except ValueError as exc:  # posix_ipc's "Invalid parameter(s)"
+                raise RegionError(f"region {name!r}: {posix_name!r} is not a valid POSIX shared memory "
+                                  f"name (no '/' after the first, at most 255 bytes)") from exc
             _reaper().watch(posix_name)
             fd = os.dup(shm.fd)
             shm.close_fd()

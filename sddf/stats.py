@@ -2,10 +2,13 @@
 
 Layout: {u32 sequence, u32 length} then ``length`` bytes of msgpack. The writer makes the
 sequence odd, writes, makes it even (a seqlock); a reader retries until it sees the same
-even sequence before and after copying, so it never decodes a half-written snapshot.
+even sequence before and after copying, so it never decodes a half-written snapshot. The
+sequence moves with every publish, so the monitor, having sent a PD :data:`PUBLISH_SIGNAL`,
+knows the PD has answered once its :func:`sequence` moved.
 """
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 import msgpack
@@ -15,6 +18,10 @@ from sddf import atomic
 STATS_SIZE = 4096
 HEADER = 8
 READ_ATTEMPTS = 100
+#: asks a PD to publish its counters now. SIGURG because its default action is to be ignored: a PD
+#: that has not installed its handler yet (still starting) is not killed by it, and components
+#: keep SIGUSR1/SIGUSR2 for themselves.
+PUBLISH_SIGNAL = signal.SIGURG
 
 
 class StatsWriter:
@@ -34,6 +41,11 @@ class StatsWriter:
         atomic.store_release_u32(self._ptr, 4, len(data))
         self._seq += 1
         atomic.store_release_u32(self._ptr, 0, self._seq)
+
+
+def sequence(page: Any) -> int:
+    """The page's publish sequence (it moves with every publish)."""
+    return atomic.load_acquire_u32(atomic.pointer(page), 0)
 
 
 def read_stats(page: Any) -> dict[str, int]:

@@ -4,7 +4,8 @@ A test writes a small system file (:func:`write_system`), starts it with the ``s
 fixture, and gets a :class:`SystemRun`: the monitor's stdout and stderr (and its PDs', which
 inherit them) are read by a thread that stamps every line with its arrival time, so a test
 can block on a line with a deadline and measure how long after an event it came. Each test
-runs in its own ``SDDF_RUN_DIR`` (its tmp_path), which also tells its PD processes apart.
+runs in its own run directory (its tmp_path), passed explicitly to the monitor and to control
+requests; ``SDDF_RUN_DIR`` set to the same only tags the processes a run starts (they inherit it).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import pytest
 
 from components import importable
 from helpers.sddf_cli import SDDF
-from sddf.cli import control
+from sddf import control
 
 DEADLINE_S = 15.0  # for lines that must come: generous, the machine is shared
 TICK = re.compile(r"^\w+: tick \d+$")
@@ -79,16 +80,18 @@ def system_pids(run_dir: Path) -> list[int]:
 
 
 class SystemRun:
-    """``sddf run FILE`` as a subprocess, its merged output collected line by line with arrival times."""
+    """``sddf run SYSTEM [OPTIONS]`` as a subprocess, its merged output collected line by line with
+    arrival times. ``system`` is a system file or the name of a bundled system."""
 
-    def __init__(self, system_file: Path, name: str, run_dir: Path) -> None:
+    def __init__(self, system: Path | str, name: str, run_dir: Path, options: Iterable[str] = ()) -> None:
         self.name = name
         self.run_dir = run_dir
         self.lines: list[Line] = []
         self._done = False
         self._changed = threading.Condition()
-        self.proc = subprocess.Popen([SDDF, "run", str(system_file)], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen([SDDF, "run", str(system), "--run-dir", str(run_dir), *options],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -138,8 +141,11 @@ class SystemRun:
 
     # ---- control --------------------------------------------------------------------------
     def control(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Send a control request to the monitor (through sddf.cli.control); its reply."""
-        return control(self.name, request)[0]
+        """Send a control request to the monitor; its reply (any fds it sent are closed)."""
+        reply, fds = control.request(str(self.run_dir), self.name, request)
+        for fd in fds:
+            os.close(fd)
+        return reply
 
     def status(self) -> dict[str, dict[str, Any]]:
         """Each PD's status entry by PD name."""
@@ -147,7 +153,7 @@ class SystemRun:
 
     def cli(self, command: str, *args: str) -> subprocess.CompletedProcess[str]:
         """Run ``sddf COMMAND --system NAME ARGS`` against this system, to completion."""
-        return subprocess.run([SDDF, command, "--system", self.name, *args],
+        return subprocess.run([SDDF, command, "--system", self.name, "--run-dir", str(self.run_dir), *args],
                               capture_output=True, text=True, timeout=DEADLINE_S)
 
     # ---- ending ---------------------------------------------------------------------------
@@ -193,7 +199,8 @@ Start = Callable[[str, str], "SystemRun"]  # what the ``systems`` fixture gives:
 
 @pytest.fixture
 def run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """tmp_path as SDDF_RUN_DIR, with the test components importable here and in every PD."""
+    """tmp_path as the run directory (and SDDF_RUN_DIR, which tags the processes a run starts),
+    with the test components importable here and in every PD."""
     importable(monkeypatch)
     monkeypatch.setenv("SDDF_RUN_DIR", str(tmp_path))
     monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)  # unbuffered, print() writes a line in two parts

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import queue
 import re
 import shutil
@@ -110,6 +109,7 @@ def test_graph_writes_a_png(tmp_path: Path) -> None:
 class Running:
     """``sddf run pingpong`` in the background; its stdout and stderr merged, line by line."""
 
+    run_dir: Path
     proc: subprocess.Popen[str]
     lines: queue.Queue[str | None] = field(default_factory=queue.Queue)
     seen: list[str] = field(default_factory=list)
@@ -137,6 +137,16 @@ class Running:
     def output(self) -> str:
         return "".join(self.seen)
 
+    def sddf(self, command: str, *args: str) -> subprocess.CompletedProcess[str]:
+        """``sddf COMMAND`` against this run's run directory."""
+        return sddf(command, "--run-dir", str(self.run_dir), *args)
+
+    def status(self) -> dict[str, tuple[str, str]]:
+        """``sddf status`` as {PD: (state, pid)}."""
+        run = self.sddf("status")
+        assert run.returncode == 0, run.stderr
+        return {name: (state, pid) for name, state, pid in STATUS_LINE.findall(run.stdout)}
+
     def rest(self) -> str:
         """All the output, once the run has ended."""
         while (line := self.lines.get(timeout=LINE_TIMEOUT_S)) is not None:
@@ -146,10 +156,9 @@ class Running:
 
 @pytest.fixture
 def pingpong(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Running]:
-    monkeypatch.setenv("SDDF_RUN_DIR", str(tmp_path))
     monkeypatch.setenv("COLUMNS", "200")  # rich would wrap `sddf top` tables at 80 columns
-    running = Running(subprocess.Popen([SDDF, "run", "pingpong"], cwd=REPO, text=True,
-                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    running = Running(tmp_path, subprocess.Popen([SDDF, "run", "pingpong", "--run-dir", str(tmp_path)], cwd=REPO,
+                                                 text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
     reader = threading.Thread(target=running.read, daemon=True)
     reader.start()
     try:
@@ -166,13 +175,6 @@ def pingpong(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runnin
         reader.join(10)
 
 
-def status() -> dict[str, tuple[str, str]]:
-    """``sddf status`` as {PD: (state, pid)}."""
-    run = sddf("status")
-    assert run.returncode == 0, run.stderr
-    return {name: (state, pid) for name, state, pid in STATUS_LINE.findall(run.stdout)}
-
-
 def table_rows(text: str) -> list[list[str]]:
     """The cells of each row of the tables rich printed (box-drawing or ASCII borders)."""
     return [cells for line in text.splitlines()
@@ -180,10 +182,10 @@ def table_rows(text: str) -> list[list[str]]:
 
 
 def test_status_and_top_show_the_running_system(pingpong: Running) -> None:
-    pds = status()
+    pds = pingpong.status()
     assert set(pds) == {"ping", "pong"}
     assert all(state == "running" and pid.isdigit() for state, pid in pds.values()), pds
-    run = sddf("top", "--once")
+    run = pingpong.sddf("top", "--once")
     assert run.returncode == 0, run.stderr
     rows = table_rows(run.stdout)
     for name, (_, pid) in pds.items():
@@ -194,10 +196,10 @@ def test_status_and_top_show_the_running_system(pingpong: Running) -> None:
 
 
 def test_restart_replaces_the_process_and_traffic_resumes(pingpong: Running) -> None:
-    before = status()
-    run = sddf("restart", "pong")
+    before = pingpong.status()
+    run = pingpong.sddf("restart", "pong")
     assert run.returncode == 0, run.stderr
-    after = status()
+    after = pingpong.status()
     assert after["pong"][0] == "running" and after["pong"][1] != before["pong"][1]
     assert after["ping"] == before["ping"]
     pingpong.wait_for("PD pong: restarted by request")
@@ -206,16 +208,16 @@ def test_restart_replaces_the_process_and_traffic_resumes(pingpong: Running) -> 
 
 
 def test_swap_to_another_kind_is_refused(pingpong: Running) -> None:
-    before = status()
-    run = sddf("swap", "pong", "sddf.apps.timer_client:TimerClient")
+    before = pingpong.status()
+    run = pingpong.sddf("swap", "pong", "sddf.apps.timer_client:TimerClient")
     assert run.returncode != 0
     assert "kinds differ" in run.stderr
-    assert status() == before
+    assert pingpong.status() == before
 
 
 def test_stop_ends_the_run_cleanly(pingpong: Running) -> None:
-    run = sddf("stop")
+    run = pingpong.sddf("stop")
     assert run.returncode == 0, run.stderr
     assert pingpong.proc.wait(10) == 0
     assert "faulted" not in pingpong.rest()
-    assert not list(Path(os.environ["SDDF_RUN_DIR"]).iterdir()), "the control socket was left behind"
+    assert not list(pingpong.run_dir.iterdir()), "the control socket was left behind"

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from sddf.cli import control
+from sddf import control
 from sddf.tools.netns import NetNamespace
 
 TESTS = Path(__file__).resolve().parent
@@ -61,19 +61,18 @@ class EchoSystem:
         return json.loads(out.stdout)
 
     def control(self, request: dict) -> tuple[dict, list[int]]:
-        old = os.environ.get("SDDF_RUN_DIR")
-        os.environ["SDDF_RUN_DIR"] = self.env["SDDF_RUN_DIR"]
-        try:
-            return control("echo", request)
-        finally:
-            if old is None:
-                del os.environ["SDDF_RUN_DIR"]
-            else:
-                os.environ["SDDF_RUN_DIR"] = old
+        return control.request(self.env["SDDF_RUN_DIR"], "echo", request)
 
-    def counters(self) -> dict[str, dict[str, int]]:
-        time.sleep(0.3)  # counters are published at most every 0.1 s
-        return self.control({"cmd": "counters"})[0]["counters"]
+    def counters(self, settle_s: float = 5.0) -> dict[str, dict[str, int]]:
+        """Every PD's counters, once two fresh snapshots of all of them in a row agree (so a frame
+        sent just before has made its way through the PDs), or what there is after ``settle_s``."""
+        deadline = time.monotonic() + settle_s
+        last = None
+        while True:
+            reply = self.control({"cmd": "counters", "fresh": True})[0]
+            if (not reply["stale"] and reply["counters"] == last) or time.monotonic() >= deadline:
+                return reply["counters"]
+            last = None if reply["stale"] else reply["counters"]
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + 30
@@ -151,8 +150,9 @@ def _raw_frame(dst: bytes, ethertype: int, payload: bytes) -> str:
 
 def test_arp_broadcast_reaches_both_clients(echo: EchoSystem) -> None:
     before = echo.counters()
-    host_mac, host_ip = bytes.fromhex("020000000001"), socket.inet_aton("10.0.0.1")
-    request = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, host_mac, host_ip, b"\0" * 6,
+    # from an address no later test uses: the clients learn its (made-up) MAC from the request
+    sender_mac, sender_ip = bytes.fromhex("020000000001"), socket.inet_aton("10.0.0.99")
+    request = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, sender_mac, sender_ip, b"\0" * 6,
                           socket.inet_aton(CLIENTS["client1"]))
     assert echo.python(_raw_frame(b"\xff" * 6, 0x0806, request))
     after = echo.counters()
@@ -184,7 +184,7 @@ def test_malicious_client_is_refused_and_the_other_keeps_echoing(echo: EchoSyste
     for _ in range(50):
         echo.python("import json, socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
                     "s.sendto(b'x', ('10.0.0.2', 1235)); print(json.dumps(True))")
-        if echo.counters()["net_virt_tx"].get("client0.protocol_errors"):
+        if echo.counters()["net_virt_tx"].get("client0.tx.active.protocol_errors"):
             break
     replies = _probe(echo, "udp_echo('10.0.0.3', [bytes([i % 256]) * 100 for i in range(2000)], window=8)")
     counters = echo.counters()
@@ -192,7 +192,7 @@ def test_malicious_client_is_refused_and_the_other_keeps_echoing(echo: EchoSyste
     tx, rx = counters["net_virt_tx"], counters["net_virt_rx"]
     # outside its region, not the start of a buffer, longer than a buffer: refused by the queue end
     assert tx.get("client0.tx.active.refused", 0) >= 3, (tx, echo.log.read_text()[-4000:])
-    for what in ("bad_length", "not_owned", "protocol_errors"):
+    for what in ("bad_length", "not_owned", "tx.active.protocol_errors"):
         assert tx.get(f"client0.{what}", 0) >= 1, (tx, echo.log.read_text()[-4000:])
     assert rx.get("client0.rx.free.refused", 0) >= 1, rx  # not a buffer at all
     assert rx.get("client0.bad_return", 0) >= 2, rx  # buffers it does not hold

@@ -141,6 +141,14 @@ def test_a_named_region_exists_once(shared: Shared) -> None:
         Region.create("once", PAGE_SIZE, "posix")
 
 
+@pytest.mark.parametrize("name", ["a/b", "x" * 300])
+def test_a_region_name_posix_cannot_take_is_refused_naming_it(name: str) -> None:
+    before = shm_entries()
+    with pytest.raises(RegionError, match=f"region '{name}'.*not a valid POSIX shared memory name"):
+        Region.create(name, PAGE_SIZE, "posix")
+    assert not shm_entries() - before
+
+
 def test_attaching_a_missing_named_region_is_refused() -> None:
     with pytest.raises(RegionError, match="does not exist"):
         Region.open_named(f"/{NAME_PREFIX}{os.getpid()}-missing")

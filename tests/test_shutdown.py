@@ -72,7 +72,7 @@ def test_in_process_monitor_releases_every_fd(run_dir: Path) -> None:
         if message.startswith("PD herald faulted"):
             os.kill(os.getpid(), signal.SIGINT)
 
-    assert Monitor(sdf, log=record).run(duration=30) == 0
+    assert Monitor(sdf, log=record, run_dir=str(run_dir)).run(duration=30) == 0
     assert "monitor: got SIGINT; stopping" in log, log
     after = open_fds()
     assert after == before, (f"opened: {dict(after.items() - before.items())}, "

@@ -17,10 +17,11 @@ from rich.table import Table
 
 from sddf import atomic
 from sddf.blk import queue as blk
+from sddf.control import Reply, Request
 from sddf.net import queue as net
 from sddf.serial import queue as serial
 
-Control = Callable[[dict[str, Any]], tuple[dict[str, Any], list[int]]]
+Control = Callable[[Request], tuple[Reply, list[int]]]
 
 #: kind -> (tail offset, head offset, index bits)
 HEADERS = {
