@@ -2,22 +2,39 @@
 reflector and PyTCP, with the same C load generator (bench/c/loadgen.c) in the same layout.
 
 Every system under test answers UDP echo on port 1235 at 10.0.0.2 (and 10.0.0.3… with more
-clients); the generator runs at 10.0.0.1 inside a network namespace this benchmark creates:
+clients); the generator runs at 10.0.0.1 inside a network namespace this benchmark creates.
+The pysddf systems are bench/systems/echo_n.py with two echo clients (as sDDF's echo example
+has), traffic to client0 at 10.0.0.2, client1 idle; TAP driver → virt_rx → (copier →) client0 →
+virt_tx → driver, in a namespace with its TAP ``sddf0``:
 
-* ``pysddf``   the bundled echo system (TAP driver → virt_rx → client0 → virt_tx → driver;
-               client1 behind a copier idles), in a namespace with its TAP ``sddf0``;
-* ``kernel-py`` bench/baselines/kernel_udp_echo.py (recvfrom/sendto loop) in a second
-               namespace, joined to the generator's by a veth pair;
-* ``c-tap``    bench/c/tap_reflector.c on a TAP: the ceiling for a TAP path;
-* ``pytcp``    PyTCP 2.7.6 (pip-installed on demand into this venv; GPL-3.0, run as a
-               separate program) answering through its socket API on its own TAP.
+* ``pysddf``           the headline: the echo server answering UDP echo as an APPLICATION over
+                       its stack's UDP events (as sDDF's echo server does over lwIP), both clients
+                       direct (mapping the rx region), passes capped at 64 descriptors;
+* ``pysddf-copier``    the same with both clients behind copiers: sDDF's own example configuration;
+* ``pysddf-uncapped``  the same as ``pysddf`` with passes uncapped (batch = queue capacity 512:
+                       each stage drains everything before anyone downstream runs);
+* ``pysddf-reflector`` the stack reflects UDP echo itself, no application (direct, capped): the
+                       like of ``c-tap``, not of the applications below;
+* ``kernel-py``        bench/baselines/kernel_udp_echo.py (recvfrom/sendto loop) in a second
+                       namespace, joined to the generator's by a veth pair (an application);
+* ``c-tap``            bench/c/tap_reflector.c on a TAP: the ceiling for a TAP path (a reflector);
+* ``pytcp``            PyTCP 2.7.6 (pip-installed on demand into this venv; GPL-3.0, run as a
+                       separate program) answering through its socket API on its own TAP (an
+                       application).
 
-Measured: ping-pong latency (one request outstanding; 64 B and 1472 B; /dev/cpu_dma_latency
-held at 0 when root), sustained echo throughput at doubling offered loads until loss > 1%
-(then bisecting the knee), CPU per echoed packet (every process of the system under test,
-from /proc/PID/task/*/schedstat, before/after each point), and CPU per packet of echo
-systems with 1, 2 and 4 clients (bench/systems/echo_n.py, all clients direct) at one load.
-``--profile [PD]`` then samples the busiest PD (or PD) under load with py-spy.
+Measured, for each system in the same run: ping-pong latency (one request outstanding; 64 B and
+1472 B; /dev/cpu_dma_latency held at 0 when root), sustained echo throughput at doubling offered
+loads until loss > 1% (then bisecting the knee), CPU per echoed packet (every process of the
+system under test, from /proc/PID/task/*/schedstat, before/after each point), and CPU per packet
+of echo systems with 1, 2 and 4 clients (bench/systems/echo_n.py, application, all direct) at one
+load. Ratios compare like with like: the applications (pysddf ÷ kernel-py, ÷ PyTCP), the
+reflectors (pysddf-reflector ÷ c-tap), and the pysddf configurations with each other (copiers ÷
+direct, application ÷ reflector, capped ÷ uncapped passes). ``--profile [PD]`` then samples the
+busiest PD (or PD) of ``pysddf`` under load with py-spy.
+
+``--quick`` (< 60 s; ~45 s without PyTCP on 2 cores) measures every system, with 0.5 s load
+points from 2.5 k packets/s, one bisection step, 800 round trips per size, 64 B sweeps only and
+the scaling runs at 1 and 4 clients: its figures are rough, its ratios indicative.
 
     python bench/echo.py [--quick] [--json FILE] [--out DIR] [--systems pysddf,kernel-py,…]
                          [--pysddf-system SPEC] [--no-scaling] [--no-pytcp-install] [--profile [PD]]
@@ -51,7 +68,7 @@ import psutil
 
 from _common import Target, console, print_table, rate
 
-from sddf.cli import control
+from sddf import control
 from sddf.tools.netns import NetNamespace
 
 REPO = _common.BENCH_DIR.parent
@@ -72,9 +89,17 @@ SETTLE_IDLE_SHARE = 0.05
 SETTLE_MAX_S = 10.0        # … waiting at most this long
 STOP_TIMEOUT_S = 10.0
 PYTCP_REQUIREMENT = "PyTCP==2.7.6"
-SYSTEMS = ("pysddf", "kernel-py", "c-tap", "pytcp")
-LABELS = {"pysddf": "pysddf echo", "kernel-py": "kernel socket (Python)", "c-tap": "C TAP reflector",
-          "pytcp": "PyTCP"}
+SYSTEMS = ("pysddf", "pysddf-copier", "pysddf-uncapped", "pysddf-reflector", "kernel-py", "c-tap", "pytcp")
+LABELS = {"pysddf": "pysddf echo app, direct", "pysddf-copier": "pysddf echo app, copiers",
+          "pysddf-uncapped": "pysddf echo app, uncapped", "pysddf-reflector": "pysddf in-stack reflector",
+          "kernel-py": "kernel socket (Python)", "c-tap": "C TAP reflector", "pytcp": "PyTCP"}
+PYSDDF_CLIENTS = 2         # as sDDF's echo example; the load goes to client0, client1 idles
+UNCAPPED = 512             # a pass as large as the queue capacity: each stage drains everything
+# each pysddf system is bench/systems/echo_n.py built with these (echo_n.system()'s arguments)
+PYSDDF_VARIANTS = {"pysddf": {"client": "app", "copiers": False},
+                   "pysddf-copier": {"client": "app", "copiers": True},
+                   "pysddf-uncapped": {"client": "app", "copiers": False, "batch": UNCAPPED},
+                   "pysddf-reflector": {"client": "reflector", "copiers": False}}
 
 
 @dataclass(frozen=True)
@@ -97,7 +122,7 @@ COMMON_LOAD = 10_000  # CPU per packet is compared across systems at this offere
 FULL = Plan(rates=RATES, refine=3,
             point_s=2.5, pingpong=5_000, pingpong_max_s=4.0, swept_sizes=(64, 1472), scaling=(1, 2, 4),
             scaling_load=20_000, profile_s=8.0)
-QUICK = Plan(rates=RATES[:-1], refine=1, point_s=0.5,
+QUICK = Plan(rates=RATES[1:-1], refine=1, point_s=0.5,
              pingpong=800, pingpong_max_s=1.0, swept_sizes=(64,), scaling=(1, 4), scaling_load=20_000,
              profile_s=4.0)
 
@@ -163,7 +188,7 @@ class Running:
 class Bench:
     """Builds the C programs once and runs the generator against a running system."""
 
-    def __init__(self, plan: Plan, work: Path, sddf_system: str = "echo") -> None:
+    def __init__(self, plan: Plan, work: Path, sddf_system: str | None = None) -> None:
         self.plan = plan
         self.work = work
         self.sddf_system = sddf_system
@@ -232,7 +257,7 @@ class Bench:
         got["system_cpu_s"] = sum(got["cpu_s"].values())
         got["cpu_us_per_packet"] = per_packet(got, "cpu_s")
         got["gen_cpu_us_per_packet"] = got["cpu_s_generator"] / got["received"] * 1e6 if got["received"] else math.nan
-        console.print(f"  [dim]{run.key:<10} {size:>4} B offered {rate(load, ' pps'):>12}: "
+        console.print(f"  [dim]{run.key:<16} {size:>4} B offered {rate(load, ' pps'):>12}: "
                       f"sent {rate(got['sent_pps'], ' pps'):>12}, echoed {rate(got['replies_pps'], ' pps'):>12}, "
                       f"loss {got['loss_pct']:6.2f}%, p50 {got['rtt_us']['p50']:8.1f} µs, "
                       f"CPU {got['cpu_us_per_packet']:6.1f} µs/pkt[/dim]")
@@ -330,33 +355,27 @@ def sddf_system(bench: Bench, key: str, label: str, spec: str, ips: list[str],
 
 def control_in(run_dir: str, request: dict) -> dict:
     """A control request to the one system running under ``run_dir``."""
-    old = os.environ.get("SDDF_RUN_DIR")
-    os.environ["SDDF_RUN_DIR"] = run_dir
-    try:
-        reply, fds = control(None, request)
-    finally:
-        if old is None:
-            del os.environ["SDDF_RUN_DIR"]
-        else:
-            os.environ["SDDF_RUN_DIR"] = old
+    reply, fds = control.request(run_dir, control.only_running_system(run_dir), request)
     for fd in fds:
         os.close(fd)
     return reply
 
 
-@contextlib.contextmanager
-def pysddf(bench: Bench) -> Iterator[Running]:
-    with sddf_system(bench, "pysddf", LABELS["pysddf"], bench.sddf_system, [SERVER_IP]) as run:
-        yield run
+def pysddf(bench: Bench, key: str = "pysddf") -> contextlib.AbstractContextManager[Running]:
+    """One of the pysddf systems (PYSDDF_VARIANTS), load on client0; ``--pysddf-system`` replaces
+    the system file of ``pysddf`` (it is handed the same environment)."""
+    from systems import echo_n  # bench/systems/echo_n.py
+
+    spec = bench.sddf_system if key == "pysddf" and bench.sddf_system else str(ECHO_N)
+    return sddf_system(bench, key, LABELS[key], spec, [SERVER_IP],
+                       env=echo_n.env(PYSDDF_CLIENTS, **PYSDDF_VARIANTS[key]))
 
 
-@contextlib.contextmanager
-def echo_n(bench: Bench, n: int) -> Iterator[Running]:
-    from systems.echo_n import CLIENTS_ENV, client_ip  # bench/systems/echo_n.py
+def echo_n(bench: Bench, n: int) -> contextlib.AbstractContextManager[Running]:
+    from systems.echo_n import client_ip, env  # bench/systems/echo_n.py
 
-    with sddf_system(bench, f"echo{n}c", f"pysddf echo, {n} clients", str(ECHO_N),
-                     [client_ip(i) for i in range(n)], env={CLIENTS_ENV: str(n)}) as run:
-        yield run
+    return sddf_system(bench, f"echo{n}c", f"pysddf echo, {n} clients", str(ECHO_N),
+                       [client_ip(i) for i in range(n)], env=env(n, client="app", copiers=False))
 
 
 @contextlib.contextmanager
@@ -418,7 +437,8 @@ def ensure_pytcp(install: bool) -> str | None:
 
 
 STARTERS: dict[str, Callable[[Bench], contextlib.AbstractContextManager[Running]]] = {
-    "pysddf": pysddf, "kernel-py": kernel_py, "c-tap": c_tap, "pytcp": pytcp}
+    **{key: lambda bench, key=key: pysddf(bench, key) for key in PYSDDF_VARIANTS},
+    "kernel-py": kernel_py, "c-tap": c_tap, "pytcp": pytcp}
 
 
 # ---- running everything ---------------------------------------------------------------------
@@ -432,7 +452,7 @@ def measure_system(bench: Bench, key: str) -> dict:
         result["pm_qos"] = qos
         for size in SIZES:
             lat = result["latency"][str(size)]
-            console.print(f"  [dim]{key:<10} {size:>4} B ping-pong: p50 {lat['rtt_us']['p50']:.1f} µs, "
+            console.print(f"  [dim]{key:<16} {size:>4} B ping-pong: p50 {lat['rtt_us']['p50']:.1f} µs, "
                           f"p99 {lat['rtt_us']['p99']:.1f} µs ({lat['received']}/{lat['sent']})[/dim]")
         result["sweeps"] = {str(size): bench.sweep(run, size) for size in bench.plan.swept_sizes}
         result["notes"] = run.notes
@@ -557,11 +577,11 @@ def report(results: dict[str, dict], scaling: dict, plan: Plan, out: Path) -> tu
                     [[r["label"], rate(s["knee_pps"]), rate(s["sustained_pps"]), rate(s["peak_pps"]),
                       us((point_at(s, s["knee_pps"]) or {}).get("cpu_us_per_packet")), str(s["lost_below_knee"])]
                      for r in measured.values() for s in [r["sweeps"][str(size)]]])
-    if "pysddf" in measured:
-        sweep = measured["pysddf"]["sweeps"]["64"]
-        knee = point_at(sweep, sweep["knee_pps"])
+    for key in PYSDDF_VARIANTS:
+        sweep = measured.get(key, {}).get("sweeps", {}).get("64")
+        knee = point_at(sweep, sweep["knee_pps"]) if sweep else None
         if knee is not None:
-            per_pd_table(knee, "pysddf echo at its knee")
+            per_pd_table(knee, f"{LABELS[key]} at its knee")
     if scaling:
         print_table("pysddf echo system with N clients (all direct), same offered load, 64 B",
                     ["clients", "offered", "echoed", "loss %", "p50 µs", "CPU µs/pkt", "replies per client"],
@@ -586,6 +606,8 @@ def report(results: dict[str, dict], scaling: dict, plan: Plan, out: Path) -> tu
     def p50(key: str) -> float | None:
         return measured[key]["latency"]["64"]["rtt_us"]["p50"] if key in measured else None
 
+    cpu_at = {k: (point_at(r["sweeps"]["64"], COMMON_LOAD) or {}).get("cpu_us_per_packet")
+              for k, r in measured.items()}
     ratios = {
         "udp64_throughput_vs_kernel_py": ratio(sustained("pysddf"), sustained("kernel-py")),
         "udp64_throughput_vs_pytcp": ratio(sustained("pysddf"), sustained("pytcp")),
@@ -593,10 +615,15 @@ def report(results: dict[str, dict], scaling: dict, plan: Plan, out: Path) -> tu
         "udp64_throughput_vs_c_tap": ratio(sustained("pysddf"), sustained("c-tap")),
         "cpu_per_packet_4c_vs_1c": ratio(scaling.get("4", {}).get("cpu_us_per_packet"),
                                          scaling.get("1", {}).get("cpu_us_per_packet")),
+        "udp64_cpu_per_packet_vs_kernel_py": ratio(cpu_at.get("pysddf"), cpu_at.get("kernel-py")),
+        "copier_vs_direct_sustained": ratio(sustained("pysddf-copier"), sustained("pysddf")),
+        "copier_vs_direct_p50": ratio(p50("pysddf-copier"), p50("pysddf")),
+        "app_vs_reflector_sustained": ratio(sustained("pysddf"), sustained("pysddf-reflector")),
+        "reflector_vs_c_tap_sustained": ratio(sustained("pysddf-reflector"), sustained("c-tap")),
+        "capped_vs_uncapped_sustained": ratio(sustained("pysddf"), sustained("pysddf-uncapped")),
+        "capped_vs_uncapped_p50": ratio(p50("pysddf"), p50("pysddf-uncapped")),
     }
-    cpu_at = {k: (point_at(r["sweeps"]["64"], COMMON_LOAD) or {}).get("cpu_us_per_packet")
-              for k, r in measured.items()}
-    ratios["udp64_cpu_per_packet_vs_kernel_py"] = ratio(cpu_at.get("pysddf"), cpu_at.get("kernel-py"))
+    variants_table(measured, cpu_at)
     console.print("[bold]targets:[/bold]")
     _common.check_targets(ratios, TARGETS)
     verdicts = {}
@@ -607,6 +634,27 @@ def report(results: dict[str, dict], scaling: dict, plan: Plan, out: Path) -> tu
         console.print(f"  {'pysddf: no loss below the knee':<32} {verdict}")
     plots(measured, plan, out)
     return ratios, verdicts
+
+
+def variants_table(measured: dict[str, dict], cpu_at: dict[str, float | None]) -> None:
+    """The pysddf configurations side by side, 64 B, each against the headline ``pysddf``."""
+    rows = []
+    base = measured.get("pysddf")
+    for key in PYSDDF_VARIANTS:
+        if key not in measured:
+            continue
+        r, lat = measured[key], measured[key]["latency"]["64"]["rtt_us"]
+        sweep = r["sweeps"]["64"]
+        at_knee = (point_at(sweep, sweep["knee_pps"]) or {}).get("cpu_us_per_packet")
+        vs = (f"{ratio(sweep['sustained_pps'], base['sweeps']['64']['sustained_pps']):.2f}×",
+              f"{ratio(lat['p50'], base['latency']['64']['rtt_us']['p50']):.2f}×") if base else ("-", "-")
+        rows.append([r["label"], us(lat["p50"]), us(lat["p99"]), rate(sweep["sustained_pps"]), us(at_knee),
+                     us(cpu_at.get(key)), *vs])
+    if rows:
+        print_table("pysddf configurations, 64 B (application vs in-stack reflector, direct vs copiers, "
+                    f"passes capped at 64 vs uncapped at {UNCAPPED})",
+                    ["system", "p50 µs", "p99 µs", "sustained echoed", "CPU µs/pkt at knee",
+                     f"CPU µs/pkt at {rate(COMMON_LOAD, ' pps')}", "sustained ÷ pysddf", "p50 ÷ pysddf"], rows)
 
 
 def per_pd_table(point: dict, title: str) -> None:
@@ -629,11 +677,21 @@ TARGETS = [
     Target("udp64_throughput_vs_pytcp", 2.0, "sustained 64 B echo: pysddf ÷ PyTCP"),
     Target("udp64_p50_latency_vs_kernel_py", None, "64 B ping-pong p50: pysddf ÷ kernel-socket Python server",
            maximum=3.0),
-    Target("udp64_throughput_vs_c_tap", None, "sustained 64 B echo: pysddf ÷ C TAP reflector"),
+    Target("udp64_throughput_vs_c_tap", None, "sustained 64 B echo: pysddf (application) ÷ C TAP reflector "
+           "(like with like: reflector_vs_c_tap_sustained)"),
     Target("cpu_per_packet_4c_vs_1c", None, "CPU per packet, 4 clients ÷ 1 client, same load (flat)",
            maximum=1.25),
     Target("udp64_cpu_per_packet_vs_kernel_py", None, f"CPU per echoed packet at {COMMON_LOAD} pps: "
            "pysddf (all PDs) ÷ kernel-socket server process"),
+    Target("copier_vs_direct_sustained", None, "sustained 64 B echo: pysddf-copier (sDDF's example: both "
+           "clients behind copiers) ÷ pysddf (direct)"),
+    Target("copier_vs_direct_p50", None, "64 B ping-pong p50: pysddf-copier ÷ pysddf"),
+    Target("app_vs_reflector_sustained", None, "sustained 64 B echo: pysddf (application) ÷ pysddf-reflector "
+           "(in-stack)"),
+    Target("reflector_vs_c_tap_sustained", None, "sustained 64 B echo: pysddf-reflector ÷ C TAP reflector"),
+    Target("capped_vs_uncapped_sustained", None, f"sustained 64 B echo: pysddf (passes ≤ 64) ÷ pysddf-uncapped "
+           f"(≤ {UNCAPPED})"),
+    Target("capped_vs_uncapped_p50", None, "64 B ping-pong p50: pysddf ÷ pysddf-uncapped"),
 ]
 
 
@@ -651,7 +709,7 @@ def plots(measured: dict[str, dict], plan: Plan, out: Path) -> None:
                               for label, pts in sweeps.items()}},
                           title=f"UDP echo throughput, {size} B (each system until loss > {LOSS_LIMIT_PCT:g}%)",
                           xlabel="offered load (k packets/s)", ylabel="echoed (k packets/s)",
-                          dotted=["offered"], xticks=ticks, logy=False)
+                          dotted=["offered"], xticks=ticks)
         _common.save_plot(out / f"echo_cpu_per_packet_{size}.png",
                           {label: (offered[label], [p["cpu_us_per_packet"] for p in pts])
                            for label, pts in sweeps.items()},
@@ -695,9 +753,10 @@ def main() -> int:
     parser = _common.arg_parser(__doc__.split("\n", 1)[0])
     parser.add_argument("--systems", default=",".join(SYSTEMS),
                         help=f"comma-separated subset of {', '.join(SYSTEMS)} (default: all)")
-    parser.add_argument("--pysddf-system", default="echo", metavar="SPEC",
+    parser.add_argument("--pysddf-system", metavar="SPEC",
                         help="the system measured as 'pysddf' (a bundled name or a system file whose "
-                             "client at 10.0.0.2 answers UDP echo on 1235; default: echo)")
+                             "client at 10.0.0.2 answers UDP echo on 1235; it gets echo_n's environment, "
+                             "ECHO_CLIENTS=2 ECHO_CLIENT=app ECHO_COPIERS=0; default: bench/systems/echo_n.py)")
     parser.add_argument("--no-scaling", action="store_true", help="skip the 1/2/4-client runs")
     parser.add_argument("--no-pytcp-install", action="store_true",
                         help="do not pip-install PyTCP when it is missing (skip it instead)")

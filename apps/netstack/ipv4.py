@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ipaddress
+from functools import lru_cache
 import socket
 import struct
 
@@ -21,6 +22,7 @@ PROTO_TCP = 6
 PROTO_UDP = 17
 
 
+@lru_cache(maxsize=1024)  # an application sends to the few peers it heard from, datagram after datagram
 def parse_addr(text: str) -> bytes:
     """'10.0.0.2' -> 4 bytes (raises ValueError on anything but a dotted quad)."""
     return ipaddress.IPv4Address(text).packed
