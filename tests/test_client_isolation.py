@@ -14,8 +14,7 @@ from typing import Iterator
 
 import pytest
 
-from sddf.tools.netns import NetNamespace
-from test_net_system import CLIENTS, EchoSystem, _privileged, _probe
+from test_net_system import CLIENTS, EchoSystem, _privileged, _probe, running_echo
 
 pytestmark = [pytest.mark.skipif(_privileged() is not None, reason=_privileged() or ""),
               pytest.mark.timeout(240)]
@@ -25,14 +24,8 @@ RESTART_WAIT_S = 20
 
 @pytest.fixture(scope="module")
 def echo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EchoSystem]:
-    with NetNamespace("iso") as ns:
-        system = EchoSystem(ns, tmp_path_factory.mktemp("run"))
-        try:
-            system.wait_ready()
-            yield system
-        finally:
-            if system.monitor.poll() is None:
-                system.stop()
+    with running_echo("iso", tmp_path_factory.mktemp("run")) as system:
+        yield system
 
 
 def pid_of(echo: EchoSystem, pd: str) -> int | None:
@@ -44,6 +37,13 @@ def flood(echo: EchoSystem, ip: str, count: int) -> None:
     echo.python("import json, socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
                 f"for i in range({count}): s.sendto(b'flood %d' % i, ({ip!r}, 1235))\n"
                 "print(json.dumps(True))")
+
+
+def wait_for_traffic(echo: EchoSystem, frames: int = 50) -> None:
+    """Until the driver has received ``frames`` more frames than now (bounded by the test's timeout)."""
+    start = echo.counters()["eth_driver"].get("rx_frames", 0)
+    while echo.counters()["eth_driver"].get("rx_frames", 0) < start + frames:
+        pass
 
 
 def echoes(echo: EchoSystem, ip: str, count: int) -> int:
@@ -74,7 +74,7 @@ def test_a_client_killed_under_load_comes_back_and_the_other_keeps_echoing(echo:
             "end = time.monotonic() + 1.5\n"
             f"while time.monotonic() < end: s.sendto(b'load', ({CLIENTS['client0']!r}, 1235))"])
         try:
-            time.sleep(0.3)
+            wait_for_traffic(echo)
             os.kill(victim, signal.SIGKILL)
         finally:
             sender.wait(10)

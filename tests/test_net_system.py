@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -45,12 +46,13 @@ pytestmark = [pytest.mark.skipif(_privileged() is not None, reason=_privileged()
 class EchoSystem:
     """The echo system running in its own namespace; probes run inside it."""
 
-    def __init__(self, ns: NetNamespace, run_dir: Path) -> None:
+    def __init__(self, ns: NetNamespace, run_dir: Path, system: str = "echo") -> None:
+        """``system``: the bundled echo system, or a system file giving the same addresses."""
         self.ns = ns
         self.env = dict(os.environ, SDDF_RUN_DIR=str(run_dir),
                         PYTHONPATH=os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
         self.log = run_dir / "monitor.log"
-        self.monitor = subprocess.Popen(ns.exec_prefix() + [sys.executable, "-m", "sddf.cli", "run", "echo"],
+        self.monitor = subprocess.Popen(ns.exec_prefix() + [sys.executable, "-m", "sddf.cli", "run", system],
                                         env=self.env, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
 
     def python(self, code: str, timeout: float = 120) -> Any:
@@ -97,16 +99,31 @@ class EchoSystem:
             raise
 
 
+@contextmanager
+def running_echo(namespace: str, run_dir: Path, system: str = "echo") -> Iterator[EchoSystem]:
+    """An echo system answering in a network namespace of its own; stopped and removed after."""
+    with NetNamespace(namespace) as ns:
+        echo = EchoSystem(ns, run_dir, system)
+        try:
+            echo.wait_ready()
+            yield echo
+        finally:
+            if echo.monitor.poll() is None:
+                echo.stop()
+
+
+def wait_gone(pids: list[int], timeout_s: float = 5.0) -> list[int]:
+    """Wait (bounded) for the processes to disappear; return those still there."""
+    deadline = time.monotonic() + timeout_s
+    while (left := [p for p in pids if os.path.exists(f"/proc/{p}")]) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return left
+
+
 @pytest.fixture(scope="module")
 def echo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EchoSystem]:
-    with NetNamespace("test") as ns:
-        system = EchoSystem(ns, tmp_path_factory.mktemp("run"))
-        try:
-            system.wait_ready()
-            yield system
-        finally:
-            if system.monitor.poll() is None:
-                system.stop()
+    with running_echo("test", tmp_path_factory.mktemp("run")) as system:
+        yield system
 
 
 def _probe(echo: EchoSystem, call: str) -> Any:
@@ -200,17 +217,17 @@ def test_malicious_client_is_refused_and_the_other_keeps_echoing(echo: EchoSyste
     assert all(pd["state"] == "running" for pd in status), status
 
 
-def test_nothing_left_behind(echo: EchoSystem) -> None:
-    pids = [pd["pid"] for pd in echo.control({"cmd": "status"})[0]["pds"]]
-    assert echo.stop() == 0, echo.log.read_text()
-    ns = echo.ns.name
-    time.sleep(0.2)
-    assert not [p for p in pids if os.path.exists(f"/proc/{p}")]
-    assert not [f for f in os.listdir("/dev/shm") if f.startswith("sddf")]
-    assert not os.listdir(echo.env["SDDF_RUN_DIR"]) or os.listdir(echo.env["SDDF_RUN_DIR"]) == ["monitor.log"]
-    echo.ns.__exit__(None, None, None)
-    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert ns not in listed
+def test_nothing_left_behind(tmp_path: Path) -> None:
+    """Stopping a system (its own, so no other test depends on the order) leaves no process, no
+    shared memory of its monitor, no control socket, and its namespace goes with it."""
+    with running_echo("left", tmp_path) as echo:
+        pids = [pd["pid"] for pd in echo.control({"cmd": "status"})[0]["pds"]] + [echo.monitor.pid]
+        ns = echo.ns.name
+        assert echo.stop() == 0, echo.log.read_text()
+        assert not wait_gone(pids)
+        assert not list(Path("/dev/shm").glob(f"sddf-{echo.monitor.pid}-*"))
+        assert sorted(os.listdir(tmp_path)) == ["monitor.log"]
+    assert ns not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -234,6 +251,5 @@ def test_run_netns_stopped_by_a_signal_leaves_nothing(tmp_path: Path, sig: signa
     finally:
         run.kill()
         run.wait()
-    time.sleep(0.2)
-    assert not [p for p in pids if os.path.exists(f"/proc/{p}")]
+    assert not wait_gone([int(p) for p in pids])
     assert ns not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout

@@ -8,15 +8,11 @@ wakes the echo server: only the frames the server's timer handler produced can d
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Iterator
 
 import pytest
-from test_net_system import TESTS, EchoSystem, _privileged
-
-from sddf.tools.netns import NetNamespace
+from test_net_system import TESTS, EchoSystem, _privileged, running_echo
 
 SERVER = "10.0.0.2"
 ECHO_TIMEOUT_S = 10
@@ -25,31 +21,14 @@ pytestmark = [pytest.mark.skipif(_privileged() is not None, reason=_privileged()
               pytest.mark.timeout(120)]
 
 
-class LossyEchoSystem(EchoSystem):
-    """EchoSystem running tests/systems_lossy.py: the echo system with the lossy TAP driver."""
-
-    def __init__(self, ns: NetNamespace, run_dir: Path) -> None:
-        self.ns, self.log = ns, run_dir / "monitor.log"
-        path = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
-        self.env = dict(os.environ, SDDF_RUN_DIR=str(run_dir), PYTHONPATH=path)
-        command = [sys.executable, "-m", "sddf.cli", "run", str(TESTS / "systems_lossy.py")]
-        self.monitor = subprocess.Popen(ns.exec_prefix() + command, env=self.env,
-                                        stdout=self.log.open("w"), stderr=subprocess.STDOUT)
-
-
 @pytest.fixture
-def lossy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LossyEchoSystem]:
-    with NetNamespace("tail-loss") as ns:
-        system = LossyEchoSystem(ns, tmp_path_factory.mktemp("run"))
-        try:
-            system.wait_ready()
-            yield system
-        finally:
-            if system.monitor.poll() is None:
-                system.stop()
+def lossy(tmp_path: Path) -> Iterator[EchoSystem]:
+    """The echo system with the lossy TAP driver (tests/systems_lossy.py)."""
+    with running_echo("tail-loss", tmp_path, str(TESTS / "systems_lossy.py")) as system:
+        yield system
 
 
-def test_lost_last_segment_is_retransmitted_by_the_servers_timer(lossy: LossyEchoSystem) -> None:
+def test_lost_last_segment_is_retransmitted_by_the_servers_timer(lossy: EchoSystem) -> None:
     # Linux resends its unacknowledged data after rto_min (30 s here), and sends no tail loss probe
     lossy.ns.run(["ip", "route", "add", f"{SERVER}/32", "dev", "sddf0", "rto_min", "30s"])
     lossy.ns.run(["sysctl", "-qw", "net.ipv4.tcp_early_retrans=0"])
