@@ -247,8 +247,14 @@ class Component:
             callee.answer(PPC_MALFORMED, [])
             return
         if request is not None:
-            callee.answer(*self.protected(ch, *request))
-            self.__flush()
+            callee.answer(*self.answer_call(ch, *request))
+
+    def answer_call(self, ch: int, label: int, mrs: list[int]) -> tuple[int, list[int]]:
+        """Answer a PPC as the loop does: ``protected``, then send what it deferred (how
+        ``sddf.testing`` makes calls in-process)."""
+        reply = self.protected(ch, label, mrs)
+        self.__flush()
+        return reply
 
     def __child_fault(self, sock: socket.socket) -> None:
         child, reason = msgpack.unpackb(sock.recv(FAULT_MESSAGE_MAX))

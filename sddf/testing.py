@@ -53,9 +53,7 @@ class _DirectCall:
         self._bench, self._callee, self._channel = bench, callee, callee_channel
 
     def call(self, label: int, mrs: Any) -> tuple[int, list[int]]:
-        callee = self._bench.component(self._callee)
-        out_label, out_mrs = callee.protected(self._channel, label, list(mrs))
-        callee.handle_pending()  # what the callee deferred in its handler is sent now
+        out_label, out_mrs = self._bench.component(self._callee).answer_call(self._channel, label, list(mrs))
         return out_label, list(out_mrs)
 
 
