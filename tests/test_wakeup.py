@@ -1,7 +1,8 @@
 """No lost wake-up: a net free/active pair between two processes, with random pauses.
 
 Each side pauses 0-200 µs at random before publishing, between publishing and checking the
-peer's flag, between request_and_recheck's fence and its re-check, and before sleeping. With
+peer's flag, before requesting a signal and re-checking (one C call, so no pause can fall
+inside it), and before sleeping. With
 only a few buffers both sides sleep often, so a wake-up lost by the protocol leaves both
 asleep: a repetition (a run of descriptors) that does not finish in time fails the worker,
 which reports where it stalled. The repetitions run in a few process pairs, many each.

@@ -57,7 +57,7 @@ class RingEnd:
     """One end (producer or consumer) of an SPSC queue header in shared memory.
 
     The index work of each operation is one C call on an ``sddf_ring`` (see
-    ``sddf/_atomic_build.py``), which holds this end's index and the peer's last accepted one."""
+    ``sddf/_ring.c``), which holds this end's index and the peer's last accepted one."""
 
     def __init__(self, name: str, header: Any, layout: Layout, capacity: int,
                  producer: bool, entries: Any = None, entry_size: int = 0) -> None:
