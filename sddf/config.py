@@ -3,12 +3,13 @@
 The monitor builds a :class:`PdConfig` for each PD, serialises it with msgpack into a memfd
 passed to the PD's process, and the runtime turns it back into these dataclasses. Component
 configs are dataclasses too (``Component.Config``, defined by each device class or app):
-a component reads attributes, not dicts; :func:`typed` and :func:`as_config` build them.
+a component reads attributes, not dicts; :func:`typed` builds them, nested ones included.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping, TypeVar
 
@@ -94,17 +95,32 @@ class PdConfig:
 
 
 def typed(cls: type[T], values: dict[str, Any], owner: str) -> T:
-    """Build the dataclass ``cls`` from ``values``, with an error naming ``owner`` and the field."""
+    """Build the dataclass ``cls`` from ``values`` (as they arrive from msgpack: nested dataclass
+    fields, lists of them and optional ones as dicts), with an error naming ``owner`` and the field."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{owner}: {cls.__name__} must be a mapping, not {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = set(values) - names
     if unknown:
         raise ConfigError(f"{owner}: unknown config field(s) {sorted(unknown)} for {cls.__name__}")
     try:
-        return cls(**values)
+        return cls(**{name: _typed_value(hints[name], value, f"{owner}.{name}") for name, value in values.items()})
     except TypeError as exc:
         raise ConfigError(f"{owner}: bad config for {cls.__name__}: {exc}") from exc
 
 
-def as_config(cls: type[T], value: Any) -> T:
-    """``value`` as a ``cls`` (configs arrive from msgpack as dicts)."""
-    return value if isinstance(value, cls) else typed(cls, value, cls.__name__)
+def _typed_value(hint: Any, value: Any, owner: str) -> Any:
+    """``value`` built as ``hint`` says where that is a dataclass, a list of them or an optional one."""
+    if dataclasses.is_dataclass(hint):
+        return value if isinstance(value, hint) else typed(hint, value, owner)  # type: ignore[arg-type]
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is list and args and dataclasses.is_dataclass(args[0]):
+        if not isinstance(value, list):
+            raise ConfigError(f"{owner}: must be a list, not {type(value).__name__}")
+        return [_typed_value(args[0], item, f"{owner}[{i}]") for i, item in enumerate(value)]
+    if value is not None and type(None) in args:  # X | None
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return _typed_value(inner[0], value, owner)
+    return value

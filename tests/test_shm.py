@@ -35,8 +35,9 @@ pytestmark = pytest.mark.timeout(30)
 
 
 def shm_entries() -> set[str]:
-    """The /dev/shm entries of named regions (other processes may create some meanwhile)."""
-    return {path.name for path in Path("/dev/shm").glob(NAME_PREFIX + "*")}
+    """The /dev/shm entries of the named regions this test process created (other processes,
+    another test run say, may create and remove theirs meanwhile)."""
+    return {path.name for path in Path("/dev/shm").glob(f"{NAME_PREFIX}{os.getpid()}-*")}
 
 
 @functools.cache

@@ -4,8 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
-from sddf.config import as_config
-
 #: descriptors a driver, virtualiser, copier or client moves per pass before it notifies and goes on
 BATCH = 64
 
@@ -46,11 +44,6 @@ class NetDriverConfig:
     tx_data: list[DataRegion]
     batch: int = BATCH
 
-    def __post_init__(self) -> None:
-        self.rx, self.tx = as_config(QueuePair, self.rx), as_config(QueuePair, self.tx)
-        self.rx_data = as_config(DataRegion, self.rx_data)
-        self.tx_data = [as_config(DataRegion, d) for d in self.tx_data]
-
 
 @dataclass
 class NetClientPort:
@@ -60,10 +53,6 @@ class NetClientPort:
     queues: QueuePair
     mac: bytes
     data: DataRegion | None = None
-
-    def __post_init__(self) -> None:
-        self.queues = as_config(QueuePair, self.queues)
-        self.data = as_config(DataRegion, self.data) if self.data is not None else None
 
 
 @dataclass
@@ -75,10 +64,6 @@ class NetVirtRxConfig:
     clients: list[NetClientPort]
     batch: int = BATCH
 
-    def __post_init__(self) -> None:
-        self.driver, self.data = as_config(QueuePair, self.driver), as_config(DataRegion, self.data)
-        self.clients = [as_config(NetClientPort, c) for c in self.clients]
-
 
 @dataclass
 class NetVirtTxConfig:
@@ -87,10 +72,6 @@ class NetVirtTxConfig:
     driver: QueuePair
     clients: list[NetClientPort]
     batch: int = BATCH  # also each busy client's turn when the driver's queue is short of room
-
-    def __post_init__(self) -> None:
-        self.driver = as_config(QueuePair, self.driver)
-        self.clients = [as_config(NetClientPort, c) for c in self.clients]
 
 
 @dataclass
@@ -103,10 +84,6 @@ class NetCopierConfig:
     client: QueuePair
     client_data: DataRegion
     batch: int = BATCH
-
-    def __post_init__(self) -> None:
-        self.virt, self.client = as_config(QueuePair, self.virt), as_config(QueuePair, self.client)
-        self.virt_data, self.client_data = as_config(DataRegion, self.virt_data), as_config(DataRegion, self.client_data)
 
 
 @dataclass
@@ -123,6 +100,3 @@ class NetClientConfig:
     owns_rx_buffers: bool = False  # behind a copier: the client fills its rx free queue itself
     batch: int = BATCH
 
-    def __post_init__(self) -> None:
-        self.rx, self.tx = as_config(QueuePair, self.rx), as_config(QueuePair, self.tx)
-        self.rx_data, self.tx_data = as_config(DataRegion, self.rx_data), as_config(DataRegion, self.tx_data)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 from collections import Counter
 
+from sddf.config import typed
 from sddf.net.config import NetVirtRxConfig, NetVirtTxConfig
 from sddf.net.queue import DESC_SIZE, HEADER_SIZE, NET_BUFFER_SIZE
 from sddf.testing import Bench
@@ -32,8 +33,8 @@ class NetAudit:
     def __init__(self, bench: Bench, driver: str = "eth_driver", virt_rx: str = "net_virt_rx",
                  virt_tx: str = "net_virt_tx") -> None:
         self.bench, self.driver, self.virt_rx, self.virt_tx = bench, driver, virt_rx, virt_tx
-        rx_cfg = NetVirtRxConfig(**bench.sdf.pd(virt_rx).config)
-        tx_cfg = NetVirtTxConfig(**bench.sdf.pd(virt_tx).config)
+        rx_cfg = typed(NetVirtRxConfig, bench.sdf.pd(virt_rx).config, virt_rx)
+        tx_cfg = typed(NetVirtTxConfig, bench.sdf.pd(virt_tx).config, virt_tx)
         self.rx_io = rx_cfg.data.io_addr
         self.rx_buffers = rx_cfg.data.size // NET_BUFFER_SIZE
         self.tx_io = {p.name: (p.data.io_addr, p.data.size) for p in tx_cfg.clients}  # type: ignore[union-attr]
