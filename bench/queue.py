@@ -271,7 +271,7 @@ class SddfOneWay:
         return lambda: active.enqueue_flat(descs)
 
     def consumer(self) -> Step:
-        active = NetConsumer("active", self.region.view, CAPACITY, SddfNet.validator())
+        active = NetConsumer("active", self.region.view, CAPACITY, SddfNet.buffers())
         batch = self.batch
         return lambda: len(active.dequeue_flat(batch)) // 3
 
