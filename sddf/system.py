@@ -61,7 +61,8 @@ class ProtectionDomain:
     cpu: int | None = None
     passive: bool = False
     fault_policy: FaultPolicy = "stop"
-    max_restarts: int = 3
+    max_restarts: int = 3          # restarts allowed within any restart_window_s (systemd's start limit)
+    restart_window_s: float = 60.0
     config: dict[str, Any] = field(default_factory=dict)
     maps: list[Map] = field(default_factory=list)
     children: dict[int, "ProtectionDomain"] = field(default_factory=dict)
@@ -328,6 +329,9 @@ def _check_pd(pd: ProtectionDomain, regions: list[MemoryRegion]) -> list[str]:
         problems.append(f"PD {pd.name!r}: priority {pd.priority} is outside 0..{MAX_PRIORITY}")
     if pd.fault_policy not in ("stop", "restart"):
         problems.append(f"PD {pd.name!r}: fault policy {pd.fault_policy!r} is not 'stop' or 'restart'")
+    if pd.max_restarts < 0 or pd.restart_window_s <= 0:
+        problems.append(f"PD {pd.name!r}: max_restarts {pd.max_restarts} must be ≥ 0 and restart_window_s "
+                        f"{pd.restart_window_s} > 0")
     try:
         load_program(pd.program)
     except Exception as exc:  # noqa: BLE001 - any import failure is the system file's problem
