@@ -39,6 +39,8 @@ from sddf.system import Channel, ProtectionDomain, SystemDescription, load_progr
 STOP_GRACE_S = 1.0
 PARENT_ANSWER_S = 2.0
 RESTART_BACKOFF_S = 0.1
+MAX_BACKOFF_S = 10.0
+HEALTHY_S = 10.0  # a PD that ran this long before faulting starts its backoff afresh
 FRESH_WAIT_S = 1.0  # how long a fresh ``counters`` request waits for the PDs to publish
 FRESH_POLL_S = 0.002
 
@@ -46,6 +48,33 @@ FRESH_POLL_S = 0.002
 def log_to_stderr(msg: str) -> None:
     """One write per message, so lines from the monitor and its PDs never interleave mid-line."""
     os.write(2, (msg + "\n").encode())
+
+
+@dataclass
+class Restarts:
+    """A PD's restart policy, as a supervisor (systemd's start limit) keeps it: at most
+    ``limit`` restarts within any ``window_s``; the delay doubles with each fault in a row, up to
+    MAX_BACKOFF_S, and starts afresh once the PD ran HEALTHY_S without faulting."""
+
+    limit: int
+    window_s: float
+    recent: list[float] = field(default_factory=list)  # when the restarts within the window were granted
+    streak: int = 0  # faults in a row without a healthy run between them
+    total: int = 0
+
+    def after_fault(self, now: float, started_at: float) -> float | None:
+        """The delay before restarting a PD (started at ``started_at``) that faulted at ``now``,
+        or None once it has used up its restarts within the window."""
+        self.recent = [t for t in self.recent if t > now - self.window_s]
+        if len(self.recent) >= self.limit:
+            return None
+        if now - started_at >= HEALTHY_S:
+            self.streak = 0
+        delay = min(RESTART_BACKOFF_S * 2 ** self.streak, MAX_BACKOFF_S)
+        self.streak += 1
+        self.recent.append(now)
+        self.total += 1
+        return delay
 
 
 @dataclass
@@ -61,7 +90,7 @@ class PdState:
     state: str = "stopped"
     stats: Region | None = None
     stats_at_spawn: int = 0  # its stats page's sequence when it was spawned: unchanged while it starts
-    restarts: int = 0
+    restarts: Restarts = field(default_factory=lambda: Restarts(0, 1.0))  # the monitor sets the PD's own
     restart_at: float | None = None
     expected_exit: bool = False
     last_fault: str = ""
@@ -123,7 +152,8 @@ class Monitor:
         for pd in self.sdf.pds:
             stats = Region.create(f"stats:{pd.name}", STATS_SIZE)
             configs[pd.name].stats_fd = stats.fd
-            self.pds[pd.name] = PdState(pd, configs[pd.name], pd.program, stats=stats)
+            self.pds[pd.name] = PdState(pd, configs[pd.name], pd.program, stats=stats,
+                                        restarts=Restarts(pd.max_restarts, pd.restart_window_s))
 
     def _wire_channel(self, ch: Channel, configs: dict[str, PdConfig]) -> None:
         """A channel's notification fds for both ends, and its PPC call path if it has PPC."""
@@ -203,15 +233,16 @@ class Monitor:
         if st.pd.parent is not None:
             self._ask_parent(st, reason)
             return
-        if st.pd.fault_policy == "restart" and st.restarts < st.pd.max_restarts:
-            st.restarts += 1
-            delay = RESTART_BACKOFF_S * 2 ** (st.restarts - 1)
-            st.restart_at = time.monotonic() + delay
+        now = time.monotonic()
+        delay = st.restarts.after_fault(now, st.started[-1]) if st.pd.fault_policy == "restart" else None
+        if delay is not None:
+            st.restart_at = now + delay
             st.state = "restarting"
-            self.log(f"PD {st.pd.name}: restart {st.restarts}/{st.pd.max_restarts} in {delay:.1f}s")
+            self.log(f"PD {st.pd.name}: restart {len(st.restarts.recent)}/{st.pd.max_restarts} in {delay:.1f}s")
         else:
             if st.pd.fault_policy == "restart":
-                self.log(f"PD {st.pd.name}: gave up after {st.restarts} restarts; stopping the system")
+                self.log(f"PD {st.pd.name}: gave up after {len(st.restarts.recent)} restarts within "
+                         f"{st.pd.restart_window_s:g}s; stopping the system")
             self.exit_code = 1
             self.stop()
 
@@ -237,11 +268,11 @@ class Monitor:
                 restart = bool(msgpack.unpackb(sock.recv(64)))
             except (OSError, ValueError) as exc:
                 self.log(f"PD {parent.name} did not answer for its child {st.pd.name}: {exc}")
-        if restart and st.restarts < st.pd.max_restarts:
-            st.restarts += 1
-            st.restart_at = time.monotonic()
+        if restart and st.restarts.after_fault(time.monotonic(), st.started[-1]) is not None:
+            st.restart_at = time.monotonic()  # the parent decided: no backoff
             st.state = "restarting"
-            self.log(f"PD {st.pd.name}: restarted by its parent {parent.name} ({st.restarts}/{st.pd.max_restarts})")
+            self.log(f"PD {st.pd.name}: restarted by its parent {parent.name} "
+                     f"({len(st.restarts.recent)}/{st.pd.max_restarts})")
         else:
             self.log(f"PD {st.pd.name}: left stopped by its parent {parent.name}")
 
@@ -279,7 +310,7 @@ class Monitor:
     def status(self) -> list[dict]:
         return [{"name": st.pd.name, "program": st.program, "state": st.state,
                  "pid": st.proc.pid if st.proc and st.pidfd >= 0 else None,
-                 "priority": st.pd.priority, "restarts": st.restarts, "last_fault": st.last_fault}
+                 "priority": st.pd.priority, "restarts": st.restarts.total, "last_fault": st.last_fault}
                 for st in self.pds.values()]
 
     def _state(self, name: str) -> PdState:
