@@ -43,6 +43,8 @@ MAX_BACKOFF_S = 10.0
 HEALTHY_S = 10.0  # a PD that ran this long before faulting starts its backoff afresh
 FRESH_WAIT_S = 1.0  # how long a fresh ``counters`` request waits for the PDs to publish
 FRESH_POLL_S = 0.002
+SWAP_LOAD_S = 10.0  # loading a swap's new program (in a child process) may take this long
+SWAP_INIT_S = 5.0   # and its new PD this long to get past init before the swap is rolled back
 
 
 def log_to_stderr(msg: str) -> None:
@@ -215,17 +217,21 @@ class Monitor:
         self._by_fd.pop(fd, None)
         self._epoll.unregister(fd)
 
-    def _reap(self, st: PdState) -> None:
+    def _collect(self, st: PdState) -> tuple[str, str]:
+        """Wait for a PD's ended process; release its pidfd and fault pipe; (reason, fault report)."""
         assert st.proc is not None
         status = st.proc.wait()
         self._unwatch(st.pidfd)
         os.close(st.pidfd)
         report = _drain(st.fault_read).decode(errors="replace").strip()
         st.pidfd = st.fault_read = -1
+        return describe_exit(status, report), report
+
+    def _reap(self, st: PdState) -> None:
+        reason, report = self._collect(st)
         if st.expected_exit or self._stopping:
             st.state = "stopped"
             return
-        reason = describe_exit(status, report)
         st.last_fault = reason
         st.state = "faulted"
         self.log(f"PD {st.pd.name} faulted: {reason}" + (f"\n{report}" if report else ""))
@@ -296,16 +302,45 @@ class Monitor:
         self.log(f"PD {name}: restarted by request")
 
     def swap(self, name: str, program: str) -> None:
-        """Replace ``name``'s program by another of the same component kind; old process first."""
+        """Replace ``name``'s program by another of the same component kind; old process first.
+
+        The new program is loaded in a child process (an import that exits or hangs cannot take
+        the monitor with it); a new PD that faults in ``init`` or does not finish it within
+        SWAP_INIT_S is replaced by the old program again, and the swap fails saying why."""
         st = self._state(name)
-        old_kind, new_kind = load_program(st.program).kind, load_program(program).kind
+        old_kind, new_kind = load_program(st.program).kind, program_kind(program)
         if old_kind != new_kind:
             raise ValueError(f"cannot swap PD {name!r} from {st.program!r} (kind {old_kind!r}) "
                              f"to {program!r} (kind {new_kind!r}): kinds differ")
+        old_program = st.program
         self._terminate(st)
         st.program = program
         self._spawn(st)
-        self.log(f"PD {name}: swapped to {program}")
+        problem = self._await_init(st)
+        if problem is None:
+            self.log(f"PD {name}: swapped to {program}")
+            return
+        st.program = old_program
+        self._spawn(st)
+        self.log(f"PD {name}: swap to {program} failed ({problem}); back to {old_program}")
+        raise RuntimeError(f"PD {name!r}: {program!r} {problem}; rolled back to {old_program!r}")
+
+    def _await_init(self, st: PdState) -> str | None:
+        """Wait (at most SWAP_INIT_S) until a just spawned PD is past ``init`` (its first publish of
+        counters); None if it is, else what went wrong (its process is then gone)."""
+        assert st.proc is not None and st.stats is not None
+        deadline = time.monotonic() + SWAP_INIT_S
+        while time.monotonic() < deadline:
+            if st.proc.poll() is not None:
+                st.expected_exit = True
+                reason, report = self._collect(st)
+                self.log(f"PD {st.pd.name} faulted: {reason}" + (f"\n{report}" if report else ""))
+                return f"faulted in init: {reason}"
+            if sequence(st.stats.view) != st.stats_at_spawn:
+                return None
+            time.sleep(FRESH_POLL_S)
+        self._terminate(st)
+        return f"did not finish init within {SWAP_INIT_S:g} s"
 
     def status(self) -> list[dict]:
         return [{"name": st.pd.name, "program": st.program, "state": st.state,
@@ -468,6 +503,21 @@ def _drain(fd: int) -> bytes:
     finally:
         os.close(fd)
     return b"".join(chunks)
+
+
+def program_kind(program: str) -> str:
+    """The component kind of ``program``, loaded in a child process bounded by SWAP_LOAD_S (so an
+    import that exits, hangs or crashes is the swap's failure, not the monitor's)."""
+    code = "import sys; from sddf.system import load_program; print(load_program(sys.argv[1]).kind)"
+    try:
+        done = subprocess.run([sys.executable, "-c", code, program], capture_output=True, text=True,
+                              timeout=SWAP_LOAD_S, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise ValueError(f"loading {program!r} took longer than {SWAP_LOAD_S:g} s") from None
+    if done.returncode != 0 or not done.stdout.strip():
+        last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        raise ValueError(f"cannot load {program!r}: {last}")
+    return done.stdout.strip().splitlines()[-1]
 
 
 def describe_exit(status: int, report: str) -> str:

@@ -47,3 +47,30 @@ def test_swap_to_another_kind_is_refused(systems: Start) -> None:
     ping_reports(run, run.mark())
     assert run.status()["pong"] == before
     assert not run.matching(r"^PD pong: |faulted"), run.output()
+
+
+def test_a_swap_whose_new_program_faults_in_init_is_rolled_back(systems: Start) -> None:
+    run = systems("swap", PINGPONG)
+    run.wait_for(REPORT)
+    refused = run.cli("swap", "pong", "components.bad_swap:FailingPong")
+    assert refused.returncode != 0
+    assert "faulted in init: RuntimeError: FailingPong fails in init on purpose" in refused.stderr
+    assert "rolled back to 'sddf.apps.pingpong:Pong'" in refused.stderr
+    pong = run.status()["pong"]
+    assert (pong["program"], pong["state"]) == ("sddf.apps.pingpong:Pong", "running")
+    ping_reports(run, run.mark())  # traffic flows again through the old program
+
+
+@pytest.mark.parametrize("module, problem", [
+    ("components.exit_at_import", "cannot load 'components.exit_at_import:Pong': exit status 3"),
+    ("components.hang_at_import", "loading 'components.hang_at_import:Pong' took longer than"),
+], ids=["exits", "hangs"])
+def test_a_program_whose_import_exits_or_hangs_cannot_take_the_monitor_down(
+        systems: Start, module: str, problem: str) -> None:
+    run = systems("swap", PINGPONG)
+    run.wait_for(REPORT)
+    before = run.status()["pong"]
+    refused = run.cli("swap", "pong", f"{module}:Pong")
+    assert refused.returncode != 0 and problem in refused.stderr, refused.stderr
+    assert run.status()["pong"] == before, "the old program runs on, untouched"
+    ping_reports(run, run.mark())
