@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import socket
+import time
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 RUN_DIR_ENV = "SDDF_RUN_DIR"
 SOCKET_SUFFIX = ".sock"
-REQUEST_TIMEOUT_S = 2.0  # how long the monitor waits for a connected client's request line
+REQUEST_TIMEOUT_S = 2.0  # how long a connected client may take to send its request line
+REPLY_TIMEOUT_S = 1.0  # how long a reply may take to send
+LISTEN_BACKLOG = 64
 MAX_LINE = 1 << 20
 MAX_FDS = 253  # SCM_MAX_FD: the most fds one message can carry
 
@@ -90,55 +95,115 @@ def _receive_reply(sock: socket.socket) -> tuple[bytes, list[int]]:
 
 
 # ---- server ---------------------------------------------------------------------------------
-class Server:
-    """A system's listening control socket; :meth:`serve_one` answers one client with ``handler``.
+@dataclass
+class _Client:
+    """A connected client whose request line is still arriving."""
 
-    The handler's fds are sent with the reply and then closed. A bad request is answered with
-    its error; a client that hangs up, or says nothing for ``request_timeout`` seconds, is
-    dropped: neither is the monitor's problem."""
+    sock: socket.socket
+    deadline: float
+    data: bytearray = field(default_factory=bytearray)
+
+
+class Server:
+    """A system's listening control socket, served without ever blocking on a client.
+
+    :meth:`fileno` is readable when a client connects or sends; :meth:`serve` then reads what
+    is there, and answers each complete request line with ``handler``. A client that sends more
+    than MAX_LINE bytes without a newline is answered with an error; one that says nothing for
+    ``request_timeout`` seconds (see :meth:`next_deadline`), or hangs up, is dropped. The
+    handler's fds are sent with the reply and then closed."""
 
     def __init__(self, run_dir: str, system: str, handler: Handler,
                  request_timeout: float = REQUEST_TIMEOUT_S) -> None:
         self.path = socket_path(run_dir, system)
         self._handler = handler
         self._timeout = request_timeout
+        self._clients: dict[int, _Client] = {}
         os.makedirs(run_dir, mode=0o700, exist_ok=True)
         _remove_stale(self.path, system)
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
         try:
             self._sock.bind(self.path)
-            self._sock.listen(8)
+            self._sock.listen(LISTEN_BACKLOG)
         except OSError:
             self._sock.close()
             raise
+        self._epoll = select.epoll()
+        self._epoll.register(self._sock.fileno(), select.EPOLLIN)
 
     def fileno(self) -> int:
-        return self._sock.fileno()
+        return self._epoll.fileno()
 
-    def serve_one(self) -> None:
-        """Accept one client, read its request line and answer it."""
-        conn, _ = self._sock.accept()
-        with conn:
-            conn.settimeout(self._timeout)
+    def serve(self, timeout: float = 0) -> None:
+        """Handle what is ready (waiting at most ``timeout`` s for it), then drop silent clients."""
+        for fd, _events in self._epoll.poll(timeout):
+            if fd == self._sock.fileno():
+                self._accept()
+            elif fd in self._clients:
+                self._read(self._clients[fd])
+        now = time.monotonic()
+        for client in [c for c in self._clients.values() if c.deadline <= now]:
+            self._drop(client)
+
+    def next_deadline(self) -> float | None:
+        """When the next silent client is to be dropped (call :meth:`serve` then), or None."""
+        return min((c.deadline for c in self._clients.values()), default=None)
+
+    def _accept(self) -> None:
+        while True:
             try:
-                with conn.makefile("rb") as lines:
-                    line = lines.readline(MAX_LINE)
-            except OSError:  # reset, or silent past the timeout
+                conn, _ = self._sock.accept()
+            except BlockingIOError:
                 return
-            try:
-                reply, fds = self._handler(_decode(line))
-            except Exception as exc:  # noqa: BLE001 - a bad request is answered, never fatal
-                reply, fds = {"ok": False, "error": str(exc)}, []
-            try:
-                _send(conn, _encode(reply), fds)
-            except (BrokenPipeError, ConnectionResetError, TimeoutError):
-                pass  # the client left before its answer (or without asking anything)
-            finally:
-                for fd in fds:
-                    os.close(fd)
+            conn.setblocking(False)
+            self._clients[conn.fileno()] = _Client(conn, time.monotonic() + self._timeout)
+            self._epoll.register(conn.fileno(), select.EPOLLIN)
+
+    def _read(self, client: _Client) -> None:
+        try:
+            chunk = client.sock.recv(MAX_LINE)
+        except BlockingIOError:
+            return
+        except OSError:  # reset
+            chunk = b""
+        if not chunk:
+            self._drop(client)
+            return
+        client.data += chunk
+        line, newline, _rest = client.data.partition(b"\n")
+        if newline:
+            self._answer(client, bytes(line))
+        elif len(client.data) > MAX_LINE:
+            self._answer(client, None)
+
+    def _answer(self, client: _Client, line: bytes | None) -> None:
+        """Answer one request (None: one too long to read) and drop the client."""
+        try:
+            if line is None:
+                raise ValueError(f"request longer than {MAX_LINE} bytes without a newline")
+            reply, fds = self._handler(_decode(line))
+        except Exception as exc:  # noqa: BLE001 - a bad request is answered, never fatal
+            reply, fds = {"ok": False, "error": str(exc)}, []
+        try:
+            client.sock.settimeout(REPLY_TIMEOUT_S)  # a client reading its reply gets it whole
+            _send(client.sock, _encode(reply), fds)
+        except (BrokenPipeError, ConnectionResetError, TimeoutError, socket.timeout):
+            pass  # the client left before its answer (or reads too slowly)
+        finally:
+            for fd in fds:
+                os.close(fd)
+            self._drop(client)
+
+    def _drop(self, client: _Client) -> None:
+        self._clients.pop(client.sock.fileno(), None)
+        self._epoll.unregister(client.sock.fileno())
+        client.sock.close()
 
     def close(self) -> None:
-        """Stop listening and remove the socket file."""
+        """Drop every client, stop listening and remove the socket file."""
+        for client in list(self._clients.values()):
+            self._drop(client)
+        self._epoll.close()
         self._sock.close()
         try:
             os.unlink(self.path)

@@ -382,7 +382,7 @@ class Monitor:
 
     def _open_control(self) -> None:
         self._control = Server(self.run_dir, self.sdf.name, self._command)
-        self._watch(self._control.fileno(), self._control.serve_one)
+        self._watch(self._control.fileno(), self._control.serve)
 
     def _command(self, request: Request) -> tuple[Reply, list[int]]:
         cmd = request.get("cmd")
@@ -424,12 +424,15 @@ class Monitor:
                     self.stop()
                     break
                 due = [s.restart_at for s in self.pds.values() if s.restart_at is not None]
-                wakes = due + ([deadline] if deadline is not None else [])
+                control = self._control.next_deadline() if self._control is not None else None
+                wakes = due + [t for t in (deadline, control) if t is not None]
                 timeout = max(0.0, min(wakes) - now) if wakes else -1
                 for fd, _ in self._epoll.poll(timeout):
                     handler = self._by_fd.get(fd)
                     if handler is not None and not self._stopping:
                         handler()
+                if control is not None and self._control is not None:
+                    self._control.serve()  # drops clients that stayed silent too long
                 now = time.monotonic()
                 for st in self.pds.values():
                     if st.restart_at is not None and st.restart_at <= now and not self._stopping:

@@ -26,13 +26,14 @@ from components.counter import Ticker
 from helpers.sddf_cli import SDDF
 from monitor_fixtures import DEADLINE_S, Start, SystemRun, run_dir, systems  # noqa: F401 - fixtures
 from sddf.component import Component
-from sddf.control import (ControlError, Reply, Request, Server, default_run_dir, only_running_system,
+from sddf.control import (MAX_LINE, ControlError, Reply, Request, Server, default_run_dir, only_running_system,
                           request, socket_path)
 from sddf.monitor import FRESH_WAIT_S
 
 pytestmark = pytest.mark.timeout(60)
 
 SILENT_CLIENT_TIMEOUT_S = 0.2
+SOCKET_BUFFERS = 4 << 20  # what the kernel may buffer on both ends of a Unix stream socket, generously
 TICK_PERIOD_S = 0.02  # a tenth of the stats period: unasked, published counters lag several ticks
 FRESH_ROUNDS = 5
 SLOW_INIT_S = 5.0  # long past the test's fresh request
@@ -91,7 +92,9 @@ def served(srv: Server, req: Request) -> Callable[[], tuple[Reply, list[int]]]:
 
     thread = threading.Thread(target=client)
     thread.start()
-    srv.serve_one()
+    deadline = time.monotonic() + 10
+    while thread.is_alive() and time.monotonic() < deadline:
+        srv.serve(0.05)
     thread.join(10)
 
     def outcome() -> tuple[Reply, list[int]]:
@@ -99,6 +102,15 @@ def served(srv: Server, req: Request) -> Callable[[], tuple[Reply, list[int]]]:
             raise result[0]
         return result[0]
     return outcome
+
+
+def settle(srv: Server) -> None:
+    """Serve until no client is left waiting (each is answered or dropped), within 5 s."""
+    deadline = time.monotonic() + 5
+    srv.serve(0.05)
+    while srv.next_deadline() is not None and time.monotonic() < deadline:
+        srv.serve(0.05)
+    assert srv.next_deadline() is None, "a client is still waiting"
 
 
 def connect(srv: Server) -> socket.socket:
@@ -137,7 +149,7 @@ def test_a_malformed_request_is_answered_with_its_error(server: Server, calls: l
                                                         line: bytes, error: str) -> None:
     with connect(server) as sock:
         sock.sendall(line)
-        server.serve_one()
+        settle(server)
         assert error in sock.recv(4096).decode()
     assert calls == []
 
@@ -157,7 +169,7 @@ def test_a_handler_error_reaches_the_client_naming_the_system(tmp_path: Path) ->
 
 def test_a_client_that_connects_and_hangs_up_is_dropped(server: Server, calls: list[Request]) -> None:
     connect(server).close()
-    server.serve_one()  # must not raise
+    settle(server)  # must not raise
     assert calls == []
     assert served(server, {"cmd": "after"})()[0]["echo"] == {"cmd": "after"}
 
@@ -165,7 +177,7 @@ def test_a_client_that_connects_and_hangs_up_is_dropped(server: Server, calls: l
 def test_a_client_that_leaves_before_its_reply_is_dropped(server: Server, calls: list[Request]) -> None:
     with connect(server) as sock:
         sock.sendall(b'{"cmd": "status"}\n')
-    server.serve_one()  # the client is gone when the reply is sent: must not raise
+    settle(server)  # the client is gone when the reply is sent: must not raise
     assert calls == [{"cmd": "status"}]
     assert served(server, {"cmd": "after"})()[0]["echo"] == {"cmd": "after"}
 
@@ -181,7 +193,7 @@ def test_fds_for_a_client_that_left_are_closed(tmp_path: Path) -> None:
     try:
         with connect(srv) as sock:
             sock.sendall(b'{"cmd": "queues"}\n')
-        srv.serve_one()
+        settle(srv)
     finally:
         srv.close()
     assert not fd_is_open(given[0]), "the fd meant for the client leaked in the server"
@@ -191,8 +203,45 @@ def test_a_silent_client_is_dropped_after_the_request_timeout(server: Server, ca
     with connect(server) as sock:
         sock.sendall(b'{"cmd": "sta')  # and nothing more
         started = time.monotonic()
-        server.serve_one()
+        settle(server)
         assert time.monotonic() - started < SILENT_CLIENT_TIMEOUT_S + 1.0
+        assert sock.recv(64) == b"", "the server must have hung up on the silent client"
+    assert calls == []
+
+
+def test_silent_clients_do_not_hold_up_others(server: Server) -> None:
+    silent = [connect(server) for _ in range(8)]
+    try:
+        started = time.monotonic()
+        assert served(server, {"cmd": "status"})()[0]["echo"] == {"cmd": "status"}
+        assert time.monotonic() - started < SILENT_CLIENT_TIMEOUT_S, "a request waited behind silent clients"
+    finally:
+        for sock in silent:
+            sock.close()
+
+
+def test_a_request_without_a_newline_cannot_grow_the_server(server: Server, calls: list[Request]) -> None:
+    with connect(server) as sock:
+        sock.setblocking(False)
+        sent = 0
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                sent += sock.send(b"x" * 65536)
+            except BlockingIOError:
+                server.serve(0.01)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        sock.setblocking(True)
+        assert sent <= MAX_LINE + SOCKET_BUFFERS, f"the server took {sent} bytes of one request"
+        settle(server)
+        reply = b""
+        try:
+            while chunk := sock.recv(65536):
+                reply += chunk
+        except ConnectionResetError:
+            pass
+        assert b"longer than" in reply, reply[:200]
     assert calls == []
 
 
@@ -278,6 +327,24 @@ def test_the_monitor_serves_on_after_clients_that_hang_up_early(systems: Start) 
     assert {pd["state"] for pd in run.status().values()} == {"running"}, run.output()
     assert run.proc.poll() is None
     assert not run.matching(r"Traceback|Error"), run.output()
+
+
+def test_silent_clients_do_not_hold_up_the_monitor(systems: Start) -> None:
+    run = systems("silent", FRESHER + 'add_faulty(sdf, "idler", action="idle")')
+    run.wait_for(r"^idler: boot 1 pid \d+$")
+    path = socket_path(str(run.run_dir), "silent")
+    silent = []
+    for _ in range(8):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(path)
+        silent.append(sock)
+    try:
+        started = time.monotonic()
+        assert run.status()["fresher"]["state"] == "running"
+        assert time.monotonic() - started < 1.0, "status waited behind silent clients"
+    finally:
+        for sock in silent:
+            sock.close()
 
 
 def test_a_system_runs_once_per_run_dir(run_dir: Path) -> None:
