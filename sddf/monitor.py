@@ -199,7 +199,8 @@ class Monitor:
         try:
             st.proc = subprocess.Popen(
                 [sys.executable, "-m", "sddf.runtime", str(cfg_fd)],
-                pass_fds=st.config.fds() + [cfg_fd], stdin=subprocess.DEVNULL)
+                pass_fds=st.config.fds() + [cfg_fd], stdin=subprocess.DEVNULL,
+                process_group=0)  # its own group: whatever it starts is killed with it (_collect)
         finally:
             os.close(cfg_fd)
             os.close(fault_write)
@@ -218,8 +219,14 @@ class Monitor:
         self._epoll.unregister(fd)
 
     def _collect(self, st: PdState) -> tuple[str, str]:
-        """Wait for a PD's ended process; release its pidfd and fault pipe; (reason, fault report)."""
+        """Wait for a PD's ended process, killing every process it started (its process group:
+        signalled before the PD is reaped, so the group's number cannot have been reused); release
+        its pidfd and fault pipe; (reason, fault report)."""
         assert st.proc is not None
+        try:
+            os.killpg(st.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         status = st.proc.wait()
         self._unwatch(st.pidfd)
         os.close(st.pidfd)

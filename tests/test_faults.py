@@ -4,6 +4,7 @@ system untouched) or, once restarts run out or under "stop", a clean stop of the
 from __future__ import annotations
 
 import signal
+import time
 
 import psutil
 import pytest
@@ -13,6 +14,14 @@ from monitor_fixtures import Start, leftovers, run_dir, strike, systems  # noqa:
 pytestmark = pytest.mark.timeout(60)
 
 REPORT_WITHIN_S = 1.0
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for its parent does not)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 @pytest.mark.parametrize("action, sig, reason", [
@@ -34,6 +43,11 @@ def test_fault_reported_within_a_second_then_restarted_with_regions_intact(
     fault = run.wait_for(rf"^PD victim faulted: {reason}", after=mark, timeout=2 * REPORT_WITHIN_S)
     assert fault.at - sent < REPORT_WITHIN_S, f"fault reported {fault.at - sent:.3f} s after it happened"
 
+    children = [int(line.text.rsplit(" ", 1)[1]) for line in run.matching(r"^victim: left child \d+$", after=mark)]
+    deadline = time.monotonic() + REPORT_WITHIN_S  # SIGKILLed with the PD: dead once the kernel delivers it
+    while (outlived := [pid for pid in children if alive(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not outlived, "a process the PD started outlived it"
     run.wait_for(r"^PD victim: restart 1/3 in ", after=fault.index)
     reboot = run.wait_for(r"^victim: boot 2 pid (\d+)$", after=fault.index)  # count kept in its region
     status = run.status()
