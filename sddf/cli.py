@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import importlib
 import importlib.util
 import os
 import shutil
+import signal
 import subprocess
 import sys
-from typing import Any
+from types import ModuleType
+from typing import Any, Callable
 
 from sddf.control import ControlError, Reply, Request, default_run_dir, only_running_system, request
-from sddf.system import InvalidSystem, SystemDescription
+from sddf.runtime import PR_SET_PDEATHSIG
+from sddf.system import InvalidSystem, SystemDescription, not_found
 
 SYSTEM_HELP = ("a system file (a Python file defining system() -> SystemDescription, "
                "like sdfgen's meta.py) or the name of a bundled system (e.g. 'timer', 'pingpong')")
@@ -19,25 +23,65 @@ SYSTEM_HELP = ("a system file (a Python file defining system() -> SystemDescript
 
 def load_system(spec: str) -> SystemDescription:
     """Build the SystemDescription a system file (or bundled system name) describes."""
-    if spec.endswith(".py") or os.sep in spec:
-        if not os.path.exists(spec):
-            raise SystemExit(f"sddf: no system file {spec!r}")
-        module_spec = importlib.util.spec_from_file_location("sddf_system_file", spec)
-        assert module_spec and module_spec.loader
-        module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
-    else:
-        try:
-            module = importlib.import_module(f"sddf.apps.systems.{spec}")
-        except ModuleNotFoundError:
-            raise SystemExit(f"sddf: no bundled system {spec!r} and no file of that name") from None
+    path = system_file(spec)
+    module = _bundled_system(spec) if path is None else _system_module(path)
     build = getattr(module, "system", None)
-    if build is None:
+    if not callable(build):
         raise SystemExit(f"sddf: {spec} defines no system() function")
     sdf = build()
     if not isinstance(sdf, SystemDescription):
         raise SystemExit(f"sddf: {spec}: system() returned {type(sdf).__name__}, not a SystemDescription")
     return sdf
+
+
+def system_file(spec: str) -> str | None:
+    """The system file ``spec`` names; None if it names a bundled system (a bare name, no such file)."""
+    return None if spec.isidentifier() and not os.path.isfile(spec) else spec
+
+
+def _bundled_system(name: str) -> ModuleType:
+    try:
+        return importlib.import_module(f"sddf.apps.systems.{name}")
+    except ModuleNotFoundError:
+        raise SystemExit(f"sddf: no bundled system {name!r} and no file of that name") from None
+
+
+def _system_module(path: str) -> ModuleType:
+    """Run a system file as a module, with the packages beside it importable (as for ``python path``)."""
+    if not os.path.isfile(path):
+        raise SystemExit(f"sddf: no system file {path!r}")
+    if not path.endswith(".py"):
+        raise SystemExit(f"sddf: {path} is not a Python system file (a .py file defining "
+                         "system() -> SystemDescription, like sdfgen's meta.py)")
+    if (directory := _beside(path)) not in sys.path:
+        sys.path.insert(0, directory)
+    module_spec = importlib.util.spec_from_file_location("sddf_system_file", path)
+    assert module_spec and module_spec.loader  # a .py file always has a source loader
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        raise SystemExit(f"sddf: {_where(exc, path)}: {exc.msg}") from None
+    except ModuleNotFoundError as exc:
+        raise SystemExit(f"sddf: {path}: {not_found(exc)}") from None
+    return module
+
+
+def _where(exc: SyntaxError, path: str) -> str:
+    """``file:line`` of a syntax error in the system file (named as the user did) or a module it imports."""
+    where = path if exc.filename in (None, os.path.abspath(path)) else exc.filename
+    return where if exc.lineno is None else f"{where}:{exc.lineno}"
+
+
+def _beside(path: str) -> str:
+    """The directory of a system file: the packages there are importable by its PDs."""
+    return os.path.dirname(os.path.abspath(path))
+
+
+def _pass_on_import_path(path: str) -> None:
+    """Put a system file's directory first on PYTHONPATH, for the PD processes we start."""
+    inherited = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [_beside(path), inherited]))
 
 
 def control(system: str | None, req: Request, run_dir: str | None = None) -> tuple[Reply, list[int]]:
@@ -56,14 +100,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.netns:
         return run_in_netns(args)
-    sdf = load_system(args.system)
-    monitor = Monitor(sdf, run_dir=args.run_dir, shm=args.shm)
-    print(f"sddf: running system {sdf.name!r} ({len(sdf.pds)} PDs); Ctrl-C stops it", file=sys.stderr)
-    return monitor.run(duration=args.duration)
+    try:
+        sdf = load_system(args.system)
+        if (path := system_file(args.system)) is not None:
+            _pass_on_import_path(path)
+        monitor = Monitor(sdf, run_dir=args.run_dir, shm=args.shm)
+        print(f"sddf: running system {sdf.name!r} ({len(sdf.pds)} PDs); Ctrl-C stops it", file=sys.stderr)
+        return monitor.run(duration=args.duration)
+    finally:
+        if args.remove_netns is not None:  # ours, made by `sddf run --netns`, whose process may be dead
+            subprocess.run(["ip", "netns", "del", args.remove_netns], capture_output=True)
 
 
 def run_in_netns(args: argparse.Namespace) -> int:
-    """Run the system in a fresh network namespace, removed (with its TAPs) on exit."""
+    """Run the system in a fresh network namespace, removed (with its TAPs) on exit. The system
+    stops if this process dies, even by SIGKILL, and then removes a named namespace itself."""
     from sddf.tools.netns import NetNamespace, can_make_named, unshare_prefix
 
     inner = [sys.executable, "-m", "sddf.cli", "run", args.system, "--shm", args.shm, "--run-dir", args.run_dir]
@@ -76,15 +127,14 @@ def run_in_netns(args: argparse.Namespace) -> int:
     with NetNamespace(args.system.rsplit("/", 1)[-1].removesuffix(".py")) as ns:
         print(f"sddf: network namespace {ns.name}; reach the system with "
               f"`ip netns exec {ns.name} ping 10.0.0.2` (the TAP's host side is 10.0.0.1)", file=sys.stderr)
-        return run_forwarding_stops(ns.exec_prefix() + inner)
+        return run_forwarding_stops(ns.exec_prefix() + inner + ["--remove-netns", ns.name])
 
 
 def run_forwarding_stops(cmd: list[str]) -> int:
     """Run ``cmd`` to its end, passing SIGINT/SIGTERM/SIGHUP on to it (its monitor stops the
-    system), so that we outlive it and can remove what we created for it."""
-    import signal
-
-    child = subprocess.Popen(cmd)
+    system), so that we outlive it and can remove what we created for it. Should we die first,
+    it gets SIGTERM."""
+    child = subprocess.Popen(cmd, preexec_fn=_dies_with(os.getpid()))
     stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     old = {s: signal.signal(s, lambda signum, _frame: child.send_signal(signum)) for s in stops}
     try:
@@ -92,6 +142,18 @@ def run_forwarding_stops(cmd: list[str]) -> int:
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
+
+
+def _dies_with(parent: int) -> Callable[[], None]:
+    """A Popen ``preexec_fn``: the child gets SIGTERM when ``parent`` dies (PR_SET_PDEATHSIG; kept
+    across the exec of ``ip netns exec``/``unshare`` and of the python they exec in turn)."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # it died before we asked
+            os._exit(1)
+    return arm
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -243,7 +305,10 @@ def parser() -> argparse.ArgumentParser:
     add_run_dir(run)
     run.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     run.add_argument("--netns", action="store_true",
-                     help="run inside a fresh network namespace (for TAP devices), removed on exit")
+                     help="run inside a fresh network namespace (for TAP devices), removed on exit; if this "
+                          "command is killed, even by SIGKILL, the system stops and removes the namespace; "
+                          "one killed during start-up may leave it: remove it with `ip netns del NAME`")
+    run.add_argument("--remove-netns", metavar="NAME", help=argparse.SUPPRESS)  # passed by --netns to its inner run
     run.add_argument("--shm", choices=("memfd", "posix"), default="memfd",
                      help="memory regions as memfds (default), or as named POSIX regions "
                           "/sddf-<monitor pid>-<region> that outside tools can open by name "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping, TypeVar
@@ -18,6 +19,7 @@ import msgpack
 from sddf.ppc import CallFds
 
 T = TypeVar("T")
+SCALARS = (int, float, str, bytes, bool)  # config field types whose values are checked
 
 
 class ConfigError(Exception):
@@ -111,16 +113,40 @@ def typed(cls: type[T], values: dict[str, Any], owner: str) -> T:
 
 
 def _typed_value(hint: Any, value: Any, owner: str) -> Any:
-    """``value`` built as ``hint`` says where that is a dataclass, a list of them or an optional one."""
+    """``value`` checked against ``hint`` and built where that is a dataclass (from a dict), a
+    list or an optional one; the scalars int, float, str, bytes and bool are checked (a bool is
+    no int, an int is a float); other hints are taken as they come."""
+    args = typing.get_args(hint)
     if dataclasses.is_dataclass(hint):
         return value if isinstance(value, hint) else typed(hint, value, owner)  # type: ignore[arg-type]
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) is list and args and dataclasses.is_dataclass(args[0]):
+    if typing.get_origin(hint) is list:
         if not isinstance(value, list):
-            raise ConfigError(f"{owner}: must be a list, not {type(value).__name__}")
-        return [_typed_value(args[0], item, f"{owner}[{i}]") for i, item in enumerate(value)]
-    if value is not None and type(None) in args:  # X | None
-        inner = [a for a in args if a is not type(None)]
-        if len(inner) == 1:
-            return _typed_value(inner[0], value, owner)
+            raise ConfigError(f"{owner} must be a list, not {type(value).__name__}")
+        return [_typed_value(args[0], item, f"{owner}[{i}]") for i, item in enumerate(value)] if args else value
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return _typed_union(hint, value, owner)
+    if hint in SCALARS and not _is_a(value, hint):
+        raise ConfigError(f"{owner} must be {hint.__name__}, not {type(value).__name__} ({value!r:.40})")
     return value
+
+
+def _typed_union(hint: Any, value: Any, owner: str) -> Any:
+    """:func:`_typed_value` for ``X | Y | …``: the first member ``value`` fits."""
+    members = typing.get_args(hint)
+    if value is None and type(None) in members:
+        return None
+    for member in (m for m in members if m is not type(None)):
+        try:
+            return _typed_value(member, value, owner)
+        except ConfigError as exc:
+            problem = exc
+    if len(members) == 2 and type(None) in members:
+        raise problem  # an optional field: its one type's complaint says it best
+    raise ConfigError(f"{owner} must be {hint}, not {type(value).__name__} ({value!r:.40})")
+
+
+def _is_a(value: Any, scalar: type) -> bool:
+    """Whether ``value`` is of type ``scalar`` (a bool is no int; an int is a float)."""
+    if isinstance(value, bool):
+        return scalar is bool
+    return isinstance(value, scalar) or (scalar is float and isinstance(value, int))

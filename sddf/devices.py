@@ -13,6 +13,7 @@ import os
 import socket
 import struct
 import time
+from typing import Callable
 
 CLOCK_MONOTONIC = time.CLOCK_MONOTONIC
 TFD_NONBLOCK = os.O_NONBLOCK
@@ -98,11 +99,66 @@ def parse_source(source: str) -> tuple[str, dict[str, str]]:
     return kind, options
 
 
+def _unknown_kind(source: str, kind: str) -> str:
+    return f"irq source {source!r}: unknown device kind {kind!r} (known: {', '.join(sorted(OPENERS))})"
+
+
 def open_device(source: str) -> int:
     """Open the host device an irq ``source`` names and return its fd."""
     kind, options = parse_source(source)
     opener = OPENERS.get(kind)
     if opener is None:
-        raise DeviceError(f"irq source {source!r}: unknown device kind {kind!r} "
-                          f"(known: {', '.join(sorted(OPENERS))})")
+        raise DeviceError(_unknown_kind(source, kind))
     return opener(source, options)
+
+
+IFNAME_MAX = 15  # IFNAMSIZ less the NUL
+
+
+def _mtu(value: str) -> None:
+    if int(value) <= 0:
+        raise ValueError(value)
+
+
+def _mac(value: str) -> None:
+    if len(bytes.fromhex(value.replace(":", ""))) != 6:
+        raise ValueError(value)
+
+
+#: each TAP option and its checker (which raises ValueError on a malformed value)
+TAP_OPTIONS: dict[str, Callable[[str], object]] = {"mtu": _mtu, "mac": _mac, "addr": ipaddress.IPv4Interface}
+
+
+def _check_tap(options: dict[str, str]) -> str | None:
+    name = options.pop("", "")
+    if not 0 < len(name) <= IFNAME_MAX:
+        return f"a TAP device needs a name of 1-{IFNAME_MAX} characters"
+    unknown = sorted(set(options) - set(TAP_OPTIONS))
+    if unknown:
+        return f"unknown TAP option(s) {unknown} (known: {', '.join(TAP_OPTIONS)})"
+    for key, value in options.items():
+        try:
+            TAP_OPTIONS[key](value)
+        except ValueError:
+            return f"malformed TAP option {key}={value!r}"
+    return None
+
+
+def _check_timerfd(options: dict[str, str]) -> str | None:
+    return f"a timerfd takes no options, not {sorted(options)}" if options else None
+
+
+CHECKERS = {"timerfd": _check_timerfd, "tap": _check_tap}
+
+
+def check_source(source: str) -> str | None:
+    """What is wrong with an irq ``source`` (None if nothing), found without opening the device."""
+    try:
+        kind, options = parse_source(source)
+    except DeviceError as exc:
+        return str(exc)
+    checker = CHECKERS.get(kind)
+    if checker is None:
+        return _unknown_kind(source, kind)
+    problem = checker(options)
+    return None if problem is None else f"irq source {source!r}: {problem}"

@@ -6,16 +6,26 @@ it and raises :class:`InvalidSystem` listing every problem, each naming its culp
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
+import os
+import sys
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Iterable, Literal
 from xml.etree import ElementTree as ET
 
+from sddf.config import ConfigError, PdConfig, typed
+from sddf.devices import check_source
 from sddf.shm import PAGE_SIZE
 
 MAX_CHANNEL_ID = 62
 MAX_PRIORITY = 254
+MAX_NAME = 64  # system, PD and region names: they end up in file, socket and process names
+MAX_REGION_SIZE_ENV = "SDDF_MAX_REGION_SIZE"
+DEFAULT_MAX_REGION_SIZE = 16 << 30
+SIZE_SUFFIXES = {"K": 10, "M": 20, "G": 30, "T": 40}
+SEND_ERRORS = (TypeError, ValueError, OverflowError)  # what msgpack (or dataclasses.asdict) raises
 FaultPolicy = Literal["stop", "restart"]
 
 
@@ -63,6 +73,7 @@ class ProtectionDomain:
     fault_policy: FaultPolicy = "stop"
     max_restarts: int = 3          # restarts allowed within any restart_window_s (systemd's start limit)
     restart_window_s: float = 60.0
+    watchdog_s: float | None = None  # a handler running longer than this is a fault (None: never)
     config: dict[str, Any] = field(default_factory=dict)
     maps: list[Map] = field(default_factory=list)
     children: dict[int, "ProtectionDomain"] = field(default_factory=dict)
@@ -203,10 +214,14 @@ class SystemDescription:
     def check(self) -> None:
         """Raise InvalidSystem listing every rule the description breaks."""
         problems: list[str] = []
+        problems += _bad_name("system", self.name)
         problems += _duplicates("protection domain", [pd.name for pd in self.pds])
         problems += _duplicates("memory region", [mr.name for mr in self.regions])
         for pd in self.pds:
             problems += _check_pd(pd, self.regions)
+        for irq in self.irqs:
+            if (problem := check_source(irq.source)) is not None:
+                problems.append(f"PD {irq.pd.name!r}: {problem}")
         known = set(map(id, self.pds))
         for ch in self.channels:
             for pd in (ch.pd_a, ch.pd_b):
@@ -230,13 +245,9 @@ class SystemDescription:
                 if not 0 <= i <= MAX_CHANNEL_ID:
                     problems.append(f"PD {pd.name!r}: channel id {i} is outside 0..{MAX_CHANNEL_ID}")
             problems += [f"PD {pd.name!r}: {p}" for p in _duplicates("channel id", ids)]
+        limit = max_region_size()
         for mr in self.regions:
-            if mr.size <= 0 or mr.size % PAGE_SIZE:
-                problems.append(f"memory region {mr.name!r}: size {mr.size:#x} is not a positive "
-                                f"multiple of the page size {PAGE_SIZE:#x}")
-            if mr.io_addr is not None and mr.io_addr % PAGE_SIZE:
-                problems.append(f"memory region {mr.name!r}: io address {mr.io_addr:#x} is not "
-                                f"aligned to the page size {PAGE_SIZE:#x}")
+            problems += _check_region(mr, limit)
         problems += _io_overlaps(self.regions)
         for q in self.queues:
             if q.region not in {mr.name for mr in self.regions}:
@@ -300,13 +311,40 @@ def load_program(program: str) -> type:
     module_name, _, attr = program.rpartition(":") if ":" in program else program.rpartition(".")
     if not module_name:
         raise ImportError(f"program {program!r} is not of the form 'package.module:Class'")
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise ImportError(f"program {program!r}: {not_found(exc)}") from exc
     cls = getattr(module, attr, None)
     if cls is None:
         raise ImportError(f"program {program!r}: module {module_name!r} has no {attr!r}")
     if not (inspect.isclass(cls) and issubclass(cls, Component)):
         raise ImportError(f"program {program!r} is not a Component subclass")
     return cls
+
+
+def not_found(exc: ModuleNotFoundError) -> str:
+    """Which module could not be imported, and the directories that were searched for it."""
+    searched = [path or os.getcwd() for path in sys.path if os.path.isdir(path or ".")]
+    return f"no module named {exc.name!r} (looked in: {', '.join(searched)})"
+
+
+def max_region_size() -> int:
+    """The largest memory region check() allows: $SDDF_MAX_REGION_SIZE (bytes, or with a K, M, G
+    or T suffix), else 16 GiB."""
+    text = os.environ.get(MAX_REGION_SIZE_ENV)
+    if text is None:
+        return DEFAULT_MAX_REGION_SIZE
+    suffix = text[-1:].upper()
+    number, shift = (text[:-1], SIZE_SUFFIXES[suffix]) if suffix in SIZE_SUFFIXES else (text, 0)
+    try:
+        size = int(number, 0) << shift
+    except ValueError:
+        size = 0
+    if size <= 0:
+        raise InvalidSystem([f"${MAX_REGION_SIZE_ENV}={text!r} is not a positive size "
+                             "(bytes, or with a K, M, G or T suffix, e.g. 16G)"])
+    return size
 
 
 def _image_name(program: str) -> str:
@@ -323,8 +361,35 @@ def _duplicates(what: str, names: list[Any]) -> list[str]:
     return [f"duplicate {what} {n!r}" for n in dups]
 
 
+def _bad_name(what: str, name: object) -> list[str]:
+    """``name`` unless it is 1..64 printable characters without '/' (it names files and processes)."""
+    if isinstance(name, str) and 0 < len(name) <= MAX_NAME and name.isprintable() and "/" not in name:
+        return []
+    return [f"{what} name {name!r} is not 1..{MAX_NAME} printable characters without '/'"]
+
+
+def _check_region(mr: MemoryRegion, limit: int) -> list[str]:
+    problems = _bad_name("memory region", mr.name)
+    if mr.size <= 0 or mr.size % PAGE_SIZE:
+        problems.append(f"memory region {mr.name!r}: size {mr.size:#x} is not a positive "
+                        f"multiple of the page size {PAGE_SIZE:#x}")
+    if mr.size > limit:
+        problems.append(f"memory region {mr.name!r}: size {_size(mr.size)} is over the limit of "
+                        f"{_size(limit)} (raise it with ${MAX_REGION_SIZE_ENV}, e.g. 64G)")
+    if mr.io_addr is not None and mr.io_addr % PAGE_SIZE:
+        problems.append(f"memory region {mr.name!r}: io address {mr.io_addr:#x} is not "
+                        f"aligned to the page size {PAGE_SIZE:#x}")
+    return problems
+
+
+def _size(size: int) -> str:
+    return f"{size:#x} ({size / (1 << 30):.1f} GiB)"
+
+
 def _check_pd(pd: ProtectionDomain, regions: list[MemoryRegion]) -> list[str]:
-    problems = []
+    problems = _bad_name("protection domain", pd.name)
+    if pd.cpu is not None and not (isinstance(pd.cpu, int) and pd.cpu >= 0):
+        problems.append(f"PD {pd.name!r}: cpu {pd.cpu} is not a CPU number (≥ 0)")
     if not 0 <= pd.priority <= MAX_PRIORITY:
         problems.append(f"PD {pd.name!r}: priority {pd.priority} is outside 0..{MAX_PRIORITY}")
     if pd.fault_policy not in ("stop", "restart"):
@@ -333,9 +398,11 @@ def _check_pd(pd: ProtectionDomain, regions: list[MemoryRegion]) -> list[str]:
         problems.append(f"PD {pd.name!r}: max_restarts {pd.max_restarts} must be ≥ 0 and restart_window_s "
                         f"{pd.restart_window_s} > 0")
     try:
-        load_program(pd.program)
+        program = load_program(pd.program)
     except Exception as exc:  # noqa: BLE001 - any import failure is the system file's problem
         problems.append(f"PD {pd.name!r}: cannot load program: {exc}")
+    else:
+        problems += [f"PD {pd.name!r}: {p}" for p in _check_config(pd.config, program)]
     known = set(map(id, regions))
     for m in pd.maps:
         if id(m.region) not in known:
@@ -351,3 +418,55 @@ def _io_overlaps(regions: list[MemoryRegion]) -> list[str]:
     return [f"memory regions {a!r} and {b!r}: io addresses overlap "
             f"([{s1:#x}, {e1:#x}) and [{s2:#x}, {e2:#x}))"
             for i, (s1, e1, a) in enumerate(spans) for (s2, e2, b) in spans[i + 1:] if s2 < e1]
+
+
+# ---- configs: as the PD will receive them, against its program's Config ------------------------
+def _check_config(config: dict[str, Any], program: type) -> list[str]:
+    """What is wrong with ``config`` for ``program``: a part msgpack cannot send, or (sent) a field
+    its ``Config`` does not have, lacks, or has of another type (without a Config, it reads
+    ``self.pd.app`` as it likes)."""
+    try:
+        sent = _as_sent(config)
+    except SEND_ERRORS:
+        return [_unsendable(config, "config")]
+    if program.Config is None:
+        return []
+    try:
+        typed(program.Config, sent, "config")
+    except (ConfigError, ValueError) as exc:
+        return [str(exc)]
+    return []
+
+
+def _as_sent(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` as the PD's process receives it from the monitor (through msgpack)."""
+    return PdConfig.unpack(PdConfig("", "", 0, None, -1, app=config).pack()).app
+
+
+def _unsendable(value: Any, path: str) -> str:
+    """The path of the innermost part of ``value`` (which msgpack cannot send) that it cannot send, and why."""
+    for key, part in _parts(value):
+        if _send_error(part) is not None:
+            return _unsendable(part, path + key)
+    return f"{path} ({type(value).__name__}) cannot be sent to the PD: {_send_error(value)}"
+
+
+def _send_error(value: Any) -> Exception | None:
+    try:
+        _as_sent({"": value})
+    except SEND_ERRORS as exc:
+        return exc
+    return None
+
+
+def _parts(value: Any) -> Iterable[tuple[str, Any]]:
+    """(path suffix, part) of each part of a dict, list, tuple or dataclass instance."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return [(f".{key}", part) for key, part in value.items()]
+    if isinstance(value, (list, tuple)):
+        return [(f"[{i}]", part) for i, part in enumerate(value)]
+    return []
+
+

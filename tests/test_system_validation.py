@@ -223,3 +223,158 @@ def test_child_must_be_in_the_system() -> None:
     parent, stray = pd("parent", 120), pd("stray")
     parent.add_child_pd(stray)
     only_problem(system(parent), "'parent'", "'stray'")
+
+
+# ---- configs: checked against the program's Config as the PD would receive them ------------------
+CONFIGURED = "components.configured:Configured"
+
+
+def configured(config: dict) -> SystemDescription:
+    user = pd("user", program=CONFIGURED)
+    user.config.update(config)
+    return system(user)
+
+
+@pytest.mark.parametrize(("config", "culprits"), [
+    ({}, ["missing", "'count'"]),
+    ({"count": 1, "colour": 2}, ["unknown config field", "'colour'"]),
+    ({"count": "1"}, ["config.count", "int", "str"]),
+    ({"count": True}, ["config.count", "int", "bool"]),
+    ({"count": 1, "ratio": "fast"}, ["config.ratio", "float", "str"]),
+    ({"count": 1, "label": None}, ["config.label", "str", "NoneType"]),
+    ({"count": 1, "mac": "52:54:00:00:00:01"}, ["config.mac", "bytes", "str"]),
+    ({"count": 1, "enabled": 1}, ["config.enabled", "bool", "int"]),
+    ({"count": 1, "ids": 3}, ["config.ids", "list", "int"]),
+    ({"count": 1, "ids": [1, "2"]}, ["config.ids[1]", "int", "str"]),
+    ({"count": 1, "peer": {"channel": "x"}}, ["config.peer.channel", "int", "str"]),
+    ({"count": 1, "peers": [{"channel": 1}, {"chan": 2}]}, ["config.peers[1]", "'chan'"]),
+], ids=lambda v: repr(v)[:40])
+def test_config_is_checked_against_the_programs_config_class(config: dict, culprits: list[str]) -> None:
+    only_problem(configured(config), "PD 'user'", *culprits)
+
+
+def test_a_config_of_the_right_types_passes() -> None:
+    from components.configured import Peer
+
+    configured({"count": 1, "ratio": 2, "ids": (1, 2), "mac": bytearray(6), "enabled": True,
+                "peer": Peer(3), "peers": [{"channel": 4, "name": "p"}]}).check()
+
+
+def test_a_program_without_a_config_class_takes_any_sendable_config() -> None:
+    thing = pd("thing")
+    thing.config.update(peer=1, anything={"goes": [1.5, "x"]})
+    system(thing).check()
+    thing.config["unsendable"] = {1, 2}
+    only_problem(system(thing), "PD 'thing'", "config.unsendable", "cannot be sent")
+
+
+@pytest.mark.parametrize(("config", "culprits"), [
+    ({"count": 1, "ids": [1, {2, 3}]}, ["config.ids[1]", "set"]),
+    ({"count": 2**70}, ["config.count", "int"]),
+    ({"count": 1, "peer": {"channel": 1, "name": object()}}, ["config.peer.name", "object"]),
+], ids=["set", "huge int", "object"])
+def test_a_config_msgpack_cannot_send_is_refused(config: dict, culprits: list[str]) -> None:
+    only_problem(configured(config), "PD 'user'", "cannot be sent", *culprits)
+
+
+# ---- irq sources: checked without opening the device ---------------------------------------------
+@pytest.fixture
+def no_device_opened(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(source: str, _options: dict[str, str]) -> int:
+        pytest.fail(f"check() opened the device {source!r}")
+
+    from sddf import devices
+    for kind in devices.OPENERS:
+        monkeypatch.setitem(devices.OPENERS, kind, refuse)
+
+
+@pytest.mark.parametrize(("source", "culprit"), [
+    ("tun:t0", "unknown device kind 'tun'"),
+    ("tap:", "name"),
+    ("tap:" + "t" * 16, "name"),
+    ("tap:t0,speed=1", "'speed'"),
+    ("tap:t0,mtu=big", "mtu"),
+    ("tap:t0,mtu=0", "mtu"),
+    ("tap:t0,mac=52:54:00", "mac"),
+    ("tap:t0,addr=10.0.0.300/24", "addr"),
+    ("tap:t0,up", "'up'"),
+    ("timerfd:fast", "option"),
+])
+@pytest.mark.usefixtures("no_device_opened")
+def test_a_bad_irq_source_is_refused(source: str, culprit: str) -> None:
+    driver = pd("driver")
+    sdf = system(driver)
+    sdf.add_irq(Irq(driver, source))
+    only_problem(sdf, "PD 'driver'", repr(source), culprit)
+
+
+@pytest.mark.usefixtures("no_device_opened")
+def test_good_irq_sources_pass_unopened() -> None:
+    driver = pd("driver")
+    sdf = system(driver)
+    sdf.add_irq(Irq(driver, "tap:t0,mtu=1500,mac=52:54:00:12:34:56,addr=10.0.0.1/24"))
+    sdf.add_irq(Irq(driver, "timerfd"))
+    sdf.check()
+
+
+# ---- names and numbers ---------------------------------------------------------------------------
+BAD_NAMES = ["../../x", "a/b", "nul\0", "", "n" * 65, "new\nline"]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_a_system_name_must_be_a_safe_file_name(name: str) -> None:
+    sdf = system(pd("user"))
+    sdf.name = name
+    only_problem(sdf, "system name", repr(name))
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_pd_and_region_names_must_be_sane(name: str) -> None:
+    sdf = system(pd(name))
+    sdf.add_mr(MemoryRegion(name, PAGE_SIZE))
+    found = problems(sdf)
+    assert len(found) == 2, found
+    assert any("protection domain name" in p and repr(name) in p for p in found), found
+    assert any("memory region name" in p and repr(name) in p for p in found), found
+
+
+def test_a_name_of_64_characters_passes() -> None:
+    sdf = system(pd("p" * 64))
+    sdf.name = "s" * 64
+    sdf.add_mr(MemoryRegion("m" * 64, PAGE_SIZE))
+    sdf.check()
+
+
+def test_a_negative_cpu_is_refused() -> None:
+    pinned = pd("pinned")
+    pinned.cpu = -1
+    only_problem(system(pinned), "'pinned'", "cpu -1")
+
+
+def test_a_region_over_the_size_limit_is_refused() -> None:
+    sdf = system(pd("user"))
+    sdf.add_mr(MemoryRegion("huge", 32 << 30))
+    only_problem(sdf, "memory region 'huge'", "32.0 GiB", "16.0 GiB", "SDDF_MAX_REGION_SIZE")
+
+
+@pytest.mark.parametrize(("limit", "ok"), [("64G", True), ("0x800000000", True), ("1M", False)])
+def test_the_region_size_limit_is_configurable(monkeypatch: pytest.MonkeyPatch, limit: str, ok: bool) -> None:
+    monkeypatch.setenv("SDDF_MAX_REGION_SIZE", limit)
+    sdf = system(pd("user"))
+    sdf.add_mr(MemoryRegion("big", 32 << 30 if ok else 2 * MIB))
+    if ok:
+        sdf.check()
+    else:
+        only_problem(sdf, "memory region 'big'", "over the limit")
+
+
+@pytest.mark.parametrize("limit", ["lots", "-1G", "0"])
+def test_a_bad_region_size_limit_is_named(monkeypatch: pytest.MonkeyPatch, limit: str) -> None:
+    monkeypatch.setenv("SDDF_MAX_REGION_SIZE", limit)
+    only_problem(system(pd("user")), "SDDF_MAX_REGION_SIZE", repr(limit))
+
+
+def test_max_restarts_must_not_be_negative() -> None:
+    restarting = pd("restarting")
+    restarting.max_restarts = -1
+    only_problem(system(restarting), "'restarting'", "max_restarts -1")
