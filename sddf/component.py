@@ -10,6 +10,7 @@ Nothing polls: the loop sleeps in epoll until a channel, irq or call needs it.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import select
 import signal
@@ -21,11 +22,12 @@ from typing import Any, Callable, ClassVar, Iterator, Mapping, NoReturn
 
 import msgpack
 
+from sddf import atomic
 from sddf.config import ChannelGrant, PdConfig, typed
 from sddf.shm import Region
 from sddf.channel import ChannelEnd, ChannelEndFds, Waiter, check_sent
 from sddf.ppc import Callee, Caller, MalformedCall, PPC_CALLEE_FAULTED, PPC_MALFORMED
-from sddf.stats import PUBLISH_SIGNAL, STATS_SIZE, StatsWriter
+from sddf.stats import HEARTBEAT_OFFSET, PUBLISH_SIGNAL, STATS_SIZE, StatsWriter
 
 FAULT_MESSAGE_MAX = 64 * 1024  # a child fault report from the monitor: child id and reason
 STATS_PERIOD_S = 0.1  # counters are published at most this often (and once more when idle)
@@ -87,6 +89,12 @@ class Component:
         self.__stats = StatsWriter(self.__stats_page.view) if self.__stats_page else None
         self.__published: dict[str, int] = {}
         self.__published_at = 0.0
+        #: the heartbeat: the loop stores the next odd number on entering handlers, the next even one
+        #: on leaving them
+        self.__entering, self.__leaving = itertools.count(1, 2), itertools.count(2, 2)
+        self.__beat: Callable[[int], None] = (
+            partial(atomic.store_release_u64, atomic.pointer(self.__stats_page.view), HEARTBEAT_OFFSET)
+            if self.__stats_page else (lambda _count: None))
         for ch, grant in pd.channels.items():
             end = ChannelEnd.attach(_end_fds(grant))
             self.__channels[ch] = end
@@ -187,17 +195,24 @@ class Component:
         signal.signal(signal.SIGTERM, lambda *_: None)
         signal.signal(PUBLISH_SIGNAL, lambda *_: None)
         self._waiter.add_callback(wake_r, lambda: self.__signalled(wake_r))
+        beat, entering, leaving = self.__beat, self.__entering, self.__leaving
+        beat(next(entering))
         self.start()
+        beat(next(leaving))
         self.__publish_stats(now=True)  # tells the monitor this PD is up and answers PUBLISH_SIGNAL
         # the hot loop: bound methods in locals, and no call to publish unchanged counters or to
-        # flush an empty outbox (dict.__eq__, not Counter.__eq__, which costs a Python frame)
+        # flush an empty outbox (dict.__eq__, not Counter.__eq__, which costs a Python frame);
+        # the heartbeat is odd while handlers run (the monitor's watchdog reads it)
         wait, notified, flush, outbox = self._waiter.wait, self.notified, self.__flush, self.__outbox
         publish, published, unchanged = self.__publish_stats, self.__published, dict.__eq__
         while True:
-            for ch in wait(None if unchanged(self.counters, published) else publish()):
+            ready = wait(None if unchanged(self.counters, published) else publish())
+            beat(next(entering))
+            for ch in ready:
                 notified(ch)
                 if outbox:
                     flush()
+            beat(next(leaving))
 
     def start(self) -> None:
         """Run ``init`` and send what it deferred."""
@@ -247,7 +262,9 @@ class Component:
             callee.answer(PPC_MALFORMED, [])
             return
         if request is not None:
+            self.__beat(next(self.__entering))
             callee.answer(*self.answer_call(ch, *request))
+            self.__beat(next(self.__leaving))
 
     def answer_call(self, ch: int, label: int, mrs: list[int]) -> tuple[int, list[int]]:
         """Answer a PPC as the loop does: ``protected``, then send what it deferred (how

@@ -33,7 +33,7 @@ from sddf.runtime import FAULT_EXIT
 from sddf.shm import Backend, Region
 from sddf.channel import channel_pair
 from sddf.ppc import CallPath
-from sddf.stats import PUBLISH_SIGNAL, STATS_SIZE, read_stats, sequence
+from sddf.stats import PUBLISH_SIGNAL, STATS_SIZE, heartbeat, read_stats, sequence
 from sddf.system import Channel, ProtectionDomain, SystemDescription, load_program
 
 STOP_GRACE_S = 1.0
@@ -45,6 +45,7 @@ FRESH_WAIT_S = 1.0  # how long a fresh ``counters`` request waits for the PDs to
 FRESH_POLL_S = 0.002
 SWAP_LOAD_S = 10.0  # loading a swap's new program (in a child process) may take this long
 SWAP_INIT_S = 5.0   # and its new PD this long to get past init before the swap is rolled back
+WATCHDOG_LOOKS = 4  # how often per watchdog period the monitor looks at a PD's heartbeat
 
 
 def log_to_stderr(msg: str) -> None:
@@ -97,6 +98,9 @@ class PdState:
     expected_exit: bool = False
     last_fault: str = ""
     started: list[float] = field(default_factory=list)
+    beat: int = 0  # its heartbeat when last looked at, and since when it has not moved
+    beat_since: float = 0.0
+    killed_for: str = ""  # why the monitor killed it (the watchdog), reported as its fault
 
 
 class Monitor:
@@ -208,6 +212,8 @@ class Monitor:
         st.pidfd = os.pidfd_open(st.proc.pid)
         st.state, st.expected_exit, st.restart_at = "running", False, None
         st.started.append(time.monotonic())
+        if st.stats is not None:  # the watchdog counts from now (a dead predecessor's beat may be odd)
+            st.beat, st.beat_since = heartbeat(st.stats.view), st.started[-1]
         self._watch(st.pidfd, lambda st=st: self._reap(st))
 
     def _watch(self, fd: int, handler: Callable[[], None]) -> None:
@@ -239,6 +245,7 @@ class Monitor:
         if st.expected_exit or self._stopping:
             st.state = "stopped"
             return
+        reason, st.killed_for = st.killed_for or reason, ""
         st.last_fault = reason
         st.state = "faulted"
         self.log(f"PD {st.pd.name} faulted: {reason}" + (f"\n{report}" if report else ""))
@@ -258,6 +265,24 @@ class Monitor:
                          f"{st.pd.restart_window_s:g}s; stopping the system")
             self.exit_code = 1
             self.stop()
+
+    def _watchdog(self, now: float) -> float | None:
+        """Kill each running PD whose heartbeat has stayed odd (in a handler) for longer than its
+        ``watchdog_s``: its fault (and so its policy) follows from the kill. Returns when to look
+        again (None: no PD has a watchdog)."""
+        looks = []
+        for st in self.pds.values():
+            limit = st.pd.watchdog_s
+            if limit is None or st.state != "running" or st.proc is None or st.stats is None:
+                continue
+            beat = heartbeat(st.stats.view)
+            if beat != st.beat:
+                st.beat, st.beat_since = beat, now
+            elif beat & 1 and now - st.beat_since > limit and not st.killed_for:
+                st.killed_for = f"watchdog: stuck in one handler for over {limit:g} s"
+                st.proc.kill()
+            looks.append(now + limit / WATCHDOG_LOOKS)
+        return min(looks, default=None)
 
     def _fail_calls_into(self, callee: str) -> None:
         """Answer "callee faulted" to each caller whose request the dead ``callee`` had taken.
@@ -432,7 +457,8 @@ class Monitor:
                     break
                 due = [s.restart_at for s in self.pds.values() if s.restart_at is not None]
                 control = self._control.next_deadline() if self._control is not None else None
-                wakes = due + [t for t in (deadline, control) if t is not None]
+                watch = self._watchdog(now)
+                wakes = due + [t for t in (deadline, control, watch) if t is not None]
                 timeout = max(0.0, min(wakes) - now) if wakes else -1
                 for fd, _ in self._epoll.poll(timeout):
                     handler = self._by_fd.get(fd)

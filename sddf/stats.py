@@ -1,6 +1,8 @@
-"""A PD's counters, published in a small shared page the monitor reads (``sddf counters``).
+"""A PD's counters and heartbeat, in a small shared page the monitor reads (``sddf counters``).
 
-Layout: {u32 sequence, u32 length} then ``length`` bytes of msgpack. The writer makes the
+Layout: {u32 sequence, u32 length} then ``length`` bytes of msgpack; the page's last 8 bytes are
+the heartbeat, a u64 the PD's loop increments on entering and on leaving its handlers (odd: in a
+handler), which the monitor's watchdog reads. The writer makes the
 sequence odd, writes, makes it even (a seqlock); a reader retries until it sees the same
 even sequence before and after copying, so it never decodes a half-written snapshot. The
 sequence moves with every publish, so the monitor, having sent a PD :data:`PUBLISH_SIGNAL`,
@@ -17,6 +19,8 @@ from sddf import atomic
 
 STATS_SIZE = 4096
 HEADER = 8
+HEARTBEAT_OFFSET = STATS_SIZE - 8
+DATA_MAX = HEARTBEAT_OFFSET - HEADER
 READ_ATTEMPTS = 100
 #: asks a PD to publish its counters now. SIGURG because its default action is to be ignored: a PD
 #: that has not installed its handler yet (still starting) is not killed by it, and components
@@ -32,7 +36,7 @@ class StatsWriter:
 
     def publish(self, counters: dict[str, int]) -> None:
         data = msgpack.packb(dict(counters))
-        if len(data) > STATS_SIZE - HEADER:
+        if len(data) > DATA_MAX:
             data = msgpack.packb({"stats_overflow": len(counters)})
         self._seq += 1
         atomic.store_release_u32(self._ptr, 0, self._seq)
@@ -48,6 +52,11 @@ def sequence(page: Any) -> int:
     return atomic.load_acquire_u32(atomic.pointer(page), 0)
 
 
+def heartbeat(page: Any) -> int:
+    """The PD's heartbeat (odd while it is in a handler)."""
+    return atomic.load_acquire_u64(atomic.pointer(page), HEARTBEAT_OFFSET)
+
+
 def read_stats(page: Any) -> dict[str, int]:
     """The latest complete snapshot (empty if none was published or the writer never settles)."""
     ptr = atomic.pointer(page)
@@ -55,7 +64,7 @@ def read_stats(page: Any) -> dict[str, int]:
         before = atomic.load_acquire_u32(ptr, 0)
         if before & 1:
             continue
-        length = min(atomic.load_acquire_u32(ptr, 4), STATS_SIZE - HEADER)
+        length = min(atomic.load_acquire_u32(ptr, 4), DATA_MAX)
         data = bytes(page[HEADER:HEADER + length])
         atomic.fence()
         if atomic.load_acquire_u32(ptr, 0) == before:

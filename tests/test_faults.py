@@ -99,3 +99,17 @@ def test_a_signal_the_pd_handles_itself_is_no_fault(systems: Start) -> None:
         mark = run.wait_for(r"^ticker: tick \d+$", after=mark).index + 1
     assert not run.matching(r"^PD calm "), run.output()
     assert (run.status()["calm"]["pid"], run.status()["calm"]["restarts"]) == (pid, 0)
+
+
+def test_a_pd_stuck_in_a_handler_is_a_fault_under_its_watchdog(systems: Start) -> None:
+    """A PD spinning in a handler (here init) past its watchdog_s is killed and its policy applies;
+    one without a watchdog is left alone."""
+    run = systems("stuck", """
+        add_ticker(sdf)
+        add_faulty(sdf, "spinner", action="spin", at_init=True, max_restarts=1).watchdog_s = 0.5
+    """)
+    first = run.wait_for(r"^PD spinner faulted: watchdog: stuck in one handler for over 0.5 s$")
+    run.wait_for(r"^PD spinner: restart 1/1 in ", after=first.index)
+    run.wait_for(r"^PD spinner faulted: watchdog: ", after=first.index + 1)
+    assert run.wait() == 1, run.output()
+    assert not run.matching(r"^PD ticker faulted")

@@ -5,7 +5,7 @@ both that it runs and that its region survived a restart. Actions (``config.acti
 ``raise``, ``exit:N`` (``os._exit(N)``), ``peek:MAP`` (ask for a region by map name),
 ``write:MAP`` (write through the map's memoryview), ``store:MAP`` (a raw atomic store
 through the mapping), ``orphan:S`` (start ``sleep S`` inheriting every fd, then raise),
-``idle`` (nothing).
+``spin`` (loop forever: a handler that never returns), ``idle`` (nothing).
 """
 from __future__ import annotations
 
@@ -53,6 +53,8 @@ class Faulty(Component):
             child = subprocess.Popen(["sleep", arg], close_fds=False)
             # os.write, not print: this may run in a signal handler that interrupted a print
             os.write(1, f"{self.name}: left child {child.pid}\n".encode())
+        while what == "spin":
+            pass
         if what in ("raise", "orphan"):
             raise RuntimeError(f"{self.name} fails on purpose")
         if what == "exit":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 from sddf.component import Component
 
@@ -19,12 +20,16 @@ class Caller(Component):
 
 
 class Server(Component):
-    """Answers label 7 with mr0 + 1; dies (without answering) on call number ``die_at``."""
+    """Answers label 7 with mr0 + 1; dies (without answering) on call number ``die_at``, or
+    blocks forever in it on call number ``hang_at``."""
 
     def init(self) -> None:
         self.die_at = self.pd.app.get("die_at", 100)
+        self.hang_at = self.pd.app.get("hang_at")
 
     def protected(self, ch: int, label: int, mrs: list[int]) -> tuple[int, list[int]]:
         if mrs[0] == self.die_at:
             os._exit(9)
+        while mrs[0] == self.hang_at:
+            time.sleep(3600)
         return 0, [mrs[0] + 1]
