@@ -229,16 +229,14 @@ def test_udp_echo_without_checksum_and_with_ethernet_padding(stack: NetStack) ->
 
 @settings(max_examples=150, deadline=None)
 @given(data=st.binary(max_size=1472), ttl=st.integers(1, 255), ports=st.tuples(
-    st.integers(1, 65535), st.booleans()), options=st.sampled_from([b"", b"\x01" * 8]),
-    broadcast=st.booleans())
+    st.integers(1, 65535), st.booleans()), options=st.sampled_from([b"", b"\x01" * 8]))
 def test_udp_reply_checksums_for_any_request(data: bytes, ttl: int, ports: tuple[int, bool],
-                                             options: bytes, broadcast: bool) -> None:
-    """Broadcast requests are answered from our own address: both checksums must follow."""
+                                             options: bytes) -> None:
+    """The reply's checksums are derived arithmetically: parse() recomputes them. (Requests to
+    a broadcast address are not answered: test_netstack_hostile.py.)"""
     sport, with_checksum = ports
-    dst = "255.255.255.255" if broadcast else STACK_IP
-    request = ethernet(ipv4(udp(data, sport, ECHO_PORT, dst=dst, with_checksum=with_checksum), 17,
-                            dst=dst, ttl=ttl, options=options),
-                       dst=BROADCAST_MAC if broadcast else STACK_MAC)
+    request = ethernet(ipv4(udp(data, sport, ECHO_PORT, with_checksum=with_checksum), 17,
+                            ttl=ttl, options=options))
     (reply,) = exchange(make_stack(), request)
     check_echo_reply(request, reply, 17)
     assert reply.ports == (ECHO_PORT, sport) and reply.udp_data == data

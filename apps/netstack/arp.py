@@ -4,6 +4,9 @@ The cache learns from requests and replies following RFC 826's merge rule: an ex
 for the sender is refreshed by any ARP packet; a new entry is made only when the packet is
 addressed to us. Entries do not expire (a host that changes its MAC announces itself, which
 refreshes the entry); the cache holds at most `cache_size` entries and forgets the oldest.
+A sender claiming our own MAC, a group or all-zero MAC, or an address no host can have is
+refused (counted). An ARP probe (sender address 0.0.0.0, RFC 5227) for our address is
+answered to the prober's MAC, target address 0.0.0.0, and teaches the cache nothing.
 IPv4 packets for an unresolved address wait in a bounded per-address queue (for at most
 `cache_size` addresses at once) while requests are retried every `retry_ns`, at most
 `retries` times; then the queue is dropped and counted.
@@ -23,6 +26,7 @@ OP_REQUEST = 1
 OP_REPLY = 2
 _FIXED = (1, ethernet.TYPE_IPV4, 6, 4)  # htype Ethernet, ptype IPv4, hlen, plen
 _UNSPECIFIED = b"\x00\x00\x00\x00"
+_ZERO_MAC = b"\x00" * 6
 
 
 @dataclass(frozen=True)
@@ -46,9 +50,11 @@ class Arp:
     """The neighbour layer: frames IPv4 packets, resolving destinations first."""
 
     def __init__(self, mac: bytes, ip: bytes, out: list[bytes], counters: Counter[str],
-                 config: ArpConfig) -> None:
+                 config: ArpConfig, broadcasts: frozenset[bytes]) -> None:
+        """broadcasts: the IPv4 broadcast addresses, sent to the Ethernet broadcast address."""
         self.mac = mac
         self.ip = ip
+        self._broadcasts = broadcasts
         self.cache: dict[bytes, bytes] = {}
         self._out = out
         self._counters = counters
@@ -67,8 +73,10 @@ class Arp:
             self._counters["arp_bad_format"] += 1
         elif op != OP_REQUEST and op != OP_REPLY:
             self._counters["arp_bad_op"] += 1
-        elif not ethernet.is_unicast(sha) or spa == ipv4.BROADCAST:
+        elif not self._valid_sender(sha, spa):
             self._counters["arp_bad_sender"] += 1
+        elif sha == self.mac:
+            self._counters["arp_sender_is_our_mac"] += 1
         elif spa == self.ip:
             self._counters["arp_address_conflict"] += 1
         else:
@@ -81,9 +89,14 @@ class Arp:
                 self._out.append(ethernet.header(sha, self.mac, ethernet.TYPE_ARP)
                                  + PACKET.pack(*_FIXED, OP_REPLY, self.mac, self.ip, sha, spa))
 
+    def _valid_sender(self, sha: bytes, spa: bytes) -> bool:
+        """A unicast, non-zero MAC, and a host's address or 0.0.0.0 (a probe's)."""
+        return ethernet.is_unicast(sha) and sha != _ZERO_MAC and spa not in self._broadcasts \
+            and (ipv4.is_host(spa) or spa == _UNSPECIFIED)
+
     def output(self, dst_ip: bytes, parts: tuple[bytes, ...], now_ns: int) -> None:
         """Send the IPv4 packet made of parts to dst_ip, resolving its MAC first if needed."""
-        mac = ethernet.BROADCAST if dst_ip == ipv4.BROADCAST else self.cache.get(dst_ip)
+        mac = ethernet.BROADCAST if dst_ip in self._broadcasts else self.cache.get(dst_ip)
         if mac is not None:
             self._out.append(b"".join((mac, self._src_and_type, *parts)))
             return

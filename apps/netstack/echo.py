@@ -1,11 +1,15 @@
 """EchoService: UDP and TCP echo on a NetStack, with backpressure.
 
 UDP echo is an application: each UdpDatagram event is sent back with `udp_send`, as sDDF's
-echo server answers through lwIP's UDP API. With `udp_in_stack=True` the stack itself reflects
-UDP echo requests (`udp_bind(port, echo=True)`: no events, no application). TCP echo sends back
-what arrives; bytes the send buffer cannot take wait here while the connection's receive
-window is paused, so a peer that does not read cannot make the echo server grow without
-bound. When the peer closes its side, the connection is closed once everything is echoed.
+echo server answers through lwIP's UDP API, unless the stack's echo rule refuses it
+(`NetStack.udp_echo_allowed`: not to a broadcast, nor to port 0, nor beyond the MTU). With
+`udp_in_stack=True` the stack itself reflects UDP echo requests (`udp_bind(port, echo=True)`:
+no events, no application). TCP echo sends back what arrives; bytes the send buffer cannot
+take wait here while the connection's receive window is paused, so a peer that does not read
+cannot make the echo server grow without bound: what waits here for a connection plus its
+send buffer stays within `send_buffer` + `receive_window` bytes (TcpConfig; 128 KiB by
+default), as the stack takes no data beyond the window it advertised. When the peer closes
+its side, the connection is closed once everything is echoed.
 """
 from __future__ import annotations
 
@@ -33,7 +37,8 @@ class EchoService:
         """React to a batch of events from `stack.events()`."""
         for event in events:
             if isinstance(event, UdpDatagram):
-                self.stack.udp_send(event.port, event.src_ip, event.src_port, event.data)
+                if self.stack.udp_echo_allowed(event):
+                    self.stack.udp_send(event.port, event.src_ip, event.src_port, event.data)
             elif isinstance(event, TcpData):
                 self._echo(event.conn, event.data)
             elif isinstance(event, TcpWritable):

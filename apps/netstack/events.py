@@ -10,12 +10,14 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class UdpDatagram:
-    """A datagram arrived on a bound (non-echo) port."""
+    """A datagram arrived on a bound (non-echo) port; broadcast: it was sent to a broadcast
+    address (255.255.255.255 or the subnet's), so every host got it: do not answer it."""
 
     port: int
     src_ip: str
     src_port: int
     data: bytes
+    broadcast: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +54,9 @@ class TcpClosed:
     """The connection is over for the application; the last event for `conn`.
 
     reason: "closed" (both FINs exchanged), "reset" (peer sent RST), "timeout"
-    (retransmissions or FIN_WAIT_2 ran out; a RST was sent) or "aborted" (`tcp_abort`).
+    (retransmissions, FIN_WAIT_2 or the idle timeout ran out; a RST was sent), "evicted"
+    (made room for a newer connection as the idlest one; a RST was sent) or "aborted"
+    (`tcp_abort`).
     """
 
     conn: TcpConn

@@ -1,6 +1,7 @@
 """NetStack: one host (one MAC, one IPv4 address) as a sans-I/O state machine."""
 from __future__ import annotations
 
+import dataclasses
 import random
 import struct
 from collections import Counter
@@ -10,6 +11,7 @@ from . import checksum, ethernet, icmp, ipv4, udp
 from .arp import Arp, ArpConfig
 from .checksum import Buffer
 from .events import Event, UdpDatagram
+from .tcp import HEADER_LEN as _TCP_HEADER_LEN
 from .tcp import Tcp, TcpConfig, TcpConn
 
 # Reply headers, Ethernet to end of the UDP/ICMP header, each packed in one call.
@@ -17,7 +19,10 @@ _UDP_REPLY_HEADER = struct.Struct(ipv4.ETH_IP.format + udp.HEADER.format[1:])
 _ICMP_REPLY_HEADER = struct.Struct(ipv4.ETH_IP.format + icmp.HEADER.format[1:])
 _MOD = checksum.MOD
 _SRC_ADDR_OFFSET = ipv4.ETH_IP_LEN - 8
-_UNSPECIFIED = b"\0\0\0\0"
+_NOT_HOST = ipv4.NOT_HOST_FIRST_OCTETS
+_REFUSED_FRAGMENT_BITS = ipv4.FLAG_RESERVED | ipv4.FRAGMENT_MASK
+MIN_MTU = 68  # RFC 791: every host must take datagrams of 68 bytes unfragmented
+_TCP_IP_HEADERS = ipv4.MIN_HEADER_LEN + _TCP_HEADER_LEN  # what a segment adds to its MSS
 
 
 def _checked_port(port: int) -> int:
@@ -26,13 +31,41 @@ def _checked_port(port: int) -> int:
     return port
 
 
+def _udp_echo_refusal(broadcast: bool, src_port: int, size: int, max_size: int) -> str | None:
+    """Why a UDP echo of size bytes must not be sent (the counter to bump), or None.
+
+    Not to a datagram sent to a broadcast address (every host on the link would answer), nor to
+    source port 0 (RFC 768: the sender wants no answer), nor beyond the MTU (no fragmentation).
+    """
+    if broadcast:
+        return "udp_broadcast_echo"
+    if not src_port:
+        return "udp_echo_to_port_zero"
+    if size > max_size:
+        return "udp_echo_too_big"
+    return None
+
+
 @dataclass(frozen=True)
 class Config:
-    """Tunables of a NetStack. `mtu` bounds what `udp_send` accepts (no fragmentation)."""
+    """Tunables of a NetStack.
+
+    `mtu` bounds every frame we send (MTU + 14 bytes at most: no fragmentation): `udp_send`
+    refuses larger datagrams, echoes that would be larger are dropped and counted, and the
+    TCP MSS is cut to fit. `prefix_len` is the on-link subnet's, for its directed broadcast
+    address (treated as a broadcast destination and refused as a source).
+    """
 
     mtu: int = 1500
+    prefix_len: int = 24
     arp: ArpConfig = field(default_factory=ArpConfig)
     tcp: TcpConfig = field(default_factory=TcpConfig)
+
+
+def _tcp_config_for_mtu(config: Config) -> TcpConfig:
+    """config.tcp with its MSS cut so that a full segment fits the MTU."""
+    mss = min(config.tcp.mss, config.mtu - _TCP_IP_HEADERS)
+    return config.tcp if mss == config.tcp.mss else dataclasses.replace(config.tcp, mss=mss)
 
 
 class NetStack:
@@ -41,20 +74,28 @@ class NetStack:
     def __init__(self, mac: bytes | str, ip: str, *, config: Config | None = None,
                  seed: int | None = None) -> None:
         self.config = config or Config()
+        if self.config.mtu < MIN_MTU:
+            raise ValueError(f"MTU {self.config.mtu} is below the minimum of {MIN_MTU}")
         self.mac = ethernet.parse_mac(mac) if isinstance(mac, str) else bytes(mac)
         if len(self.mac) != 6 or not ethernet.is_unicast(self.mac):
             raise ValueError(f"not a unicast MAC address: {mac!r}")
         self.ip = ipv4.parse_addr(ip)
-        self._ip_int = int.from_bytes(self.ip, "big")
+        self._subnet_broadcast = ipv4.subnet_broadcast(self.ip, self.config.prefix_len)
+        if not ipv4.is_host(self.ip) or self.ip == self._subnet_broadcast:
+            raise ValueError(f"not a host address: {ip!r}")
+        self._broadcasts = frozenset((ipv4.BROADCAST, self._subnet_broadcast))
+        self._max_ip_payload = self.config.mtu - ipv4.MIN_HEADER_LEN
+        self._max_udp_data = self._max_ip_payload - udp.HEADER_LEN
         self.counters: Counter[str] = Counter()
         self._out: list[bytes] = []
         self._events: list[Event] = []
         self._now = 0
         self._ident = 0
         self._udp_ports: dict[int, bool] = {}  # port -> echo
-        self.arp = Arp(self.mac, self.ip, self._out, self.counters, self.config.arp)
-        self.tcp = Tcp(self.ip, self._ip_send, self._events, self.counters, self.config.tcp,
-                       random.Random(seed))
+        self.arp = Arp(self.mac, self.ip, self._out, self.counters, self.config.arp,
+                       self._broadcasts)
+        self.tcp = Tcp(self.ip, self._ip_send, self._events, self.counters,
+                       _tcp_config_for_mtu(self.config), random.Random(seed))
 
     # --- input ---------------------------------------------------------------------------
 
@@ -77,6 +118,9 @@ class NetStack:
         if dst != self.mac and dst != ethernet.BROADCAST:
             counters["eth_not_for_us"] += 1
             return
+        if src_mac[0] & 1 or src_mac == self.mac:  # echo replies go to src_mac: not a group
+            counters["eth_bad_source"] += 1
+            return
         if ethertype != ethernet.TYPE_IPV4:
             self._non_ipv4(frame, ethertype)
             return
@@ -91,12 +135,12 @@ class NetStack:
             counters["ip_bad_length"] += 1
         elif int.from_bytes(frame[ethernet.HEADER_LEN:o], "little") % _MOD:
             counters["ip_bad_checksum"] += 1
-        elif frag & ipv4.FRAGMENT_MASK:
-            counters["ip_fragment"] += 1
-        elif dip != self.ip and dip != ipv4.BROADCAST:
+        elif frag & _REFUSED_FRAGMENT_BITS:  # so a reply may copy frag: DF at most
+            counters["ip_reserved_flag" if frag & ipv4.FLAG_RESERVED else "ip_fragment"] += 1
+        elif dip != self.ip and dip not in self._broadcasts:
             counters["ip_not_for_us"] += 1
-        elif sip[0] >= 224 or sip == _UNSPECIFIED or sip == self.ip:
-            counters["ip_bad_source"] += 1
+        elif sip[0] in _NOT_HOST or sip == self.ip or sip == self._subnet_broadcast:
+            counters["ip_bad_source"] += 1  # RFC 1122 3.2.1.3: nobody to answer there
         elif proto == ipv4.PROTO_UDP:
             if end - o < udp.HEADER_LEN:
                 counters["udp_truncated"] += 1
@@ -120,20 +164,22 @@ class NetStack:
                 counters["udp_no_listener"] += 1
             elif not echo:
                 self._events.append(UdpDatagram(dport, ipv4.format_addr(sip), sport,
-                                                bytes(frame[o + udp.HEADER_LEN:o + ulen])))
+                                                bytes(frame[o + udp.HEADER_LEN:o + ulen]),
+                                                dip != self.ip))
+            elif dip != self.ip or not sport or ulen > self._max_ip_payload:
+                counters[_udp_echo_refusal(dip != self.ip, sport, ulen - udp.HEADER_LEN,
+                                           self._max_udp_data)] += 1
             else:
                 # Reply header checksums derived from the verified request's (residue 0):
-                # new TTL and length, no options, addresses swapped (no change), and our
-                # address replacing a broadcast destination (delta).
-                delta = 0 if dip == self.ip else self._ip_int - int.from_bytes(dip, "big")
+                # new TTL and length, no options; addresses and ports swapped change neither.
                 change = ((0x45 - vihl + ipv4.TTL - ttl) << 8) + ipv4.MIN_HEADER_LEN + ulen \
-                    - total + delta - hck
+                    - total - hck
                 if o > ipv4.ETH_IP_LEN:
                     change -= checksum.residue(frame[ipv4.ETH_IP_LEN:o])
                 self._out.append(_UDP_REPLY_HEADER.pack(
                     src_mac, self.mac, ethernet.TYPE_IPV4, 0x45, tos, ipv4.MIN_HEADER_LEN + ulen,
                     ident, frag, ipv4.TTL, ipv4.PROTO_UDP, _MOD - change % _MOD, self.ip, sip,
-                    dport, sport, ulen, (_MOD - (delta - uck) % _MOD) if uck else 0,
+                    dport, sport, ulen, uck,
                 ) + frame[o + udp.HEADER_LEN:o + ulen])
         elif proto == ipv4.PROTO_TCP:
             self.tcp.receive(frame, o, end, sip, dip, now_ns)
@@ -147,7 +193,9 @@ class NetStack:
             elif kind != icmp.TYPE_ECHO_REQUEST:
                 counters["icmp_unhandled_type"] += 1
             elif dip != self.ip:
-                counters["icmp_broadcast_echo"] += 1
+                counters["icmp_broadcast_echo"] += 1  # RFC 1122 3.2.2.6 lets us ignore it
+            elif end - o > self._max_ip_payload:
+                counters["icmp_echo_too_big"] += 1
             else:
                 size = end - o
                 change = ((0x45 - vihl + ipv4.TTL - ttl) << 8) + ipv4.MIN_HEADER_LEN + size \
@@ -225,15 +273,26 @@ class NetStack:
         """Stop receiving on port (later datagrams count as udp_no_listener)."""
         self._udp_ports.pop(port, None)
 
+    def udp_echo_allowed(self, datagram: UdpDatagram) -> bool:
+        """Whether an echo of datagram may be sent: the rule the stack's own echo follows (not
+        to a broadcast, nor to port 0, nor beyond the MTU); a refusal is counted."""
+        refusal = _udp_echo_refusal(datagram.broadcast, datagram.src_port, len(datagram.data),
+                                    self._max_udp_data)
+        if refusal is not None:
+            self.counters[refusal] += 1
+        return refusal is None
+
     def udp_send(self, src_port: int, dst_ip: str, dst_port: int, data: Buffer) -> None:
         """Send one datagram (resolving dst_ip by ARP first if needed)."""
         dst = ipv4.parse_addr(dst_ip)
         _checked_port(src_port)
         _checked_port(dst_port)
-        if len(data) > self.config.mtu - ipv4.MIN_HEADER_LEN - udp.HEADER_LEN:
+        if len(data) > self._max_udp_data:
             raise ValueError(f"{len(data)} bytes do not fit the MTU (no fragmentation)")
         if dst == self.ip:
             raise ValueError("no loopback: cannot send to our own address")
+        if not ipv4.is_host(dst) and dst not in self._broadcasts:
+            raise ValueError(f"{dst_ip} is neither a host nor a broadcast address")
         data = bytes(data)
         self._ip_send(dst, ipv4.PROTO_UDP, (udp.header(self.ip, dst, src_port, dst_port, data),
                                             data))

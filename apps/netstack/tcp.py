@@ -5,13 +5,16 @@ What it does and does not do:
   honoured (536 when absent, never below 64). No window scaling, SACK or timestamps are
   offered, so peers use none.
 - Receiving: cumulative ACKs; a fixed receive window (`receive_window`, default 65535)
-  that the application can close with `pause` (its right edge never moves left).
-  Out-of-order segments inside the window are *buffered* (at most `max_out_of_order`
-  segments, each cut to the window) and delivered once the gap fills, a FIN among them
-  included; each one is answered by an immediate duplicate ACK so the peer can
-  fast-retransmit. Like Linux, a bare FIN at RCV.NXT is taken even into a zero window, and
-  the ACK field of a segment refused for lack of window is still processed (RFC 9293
-  3.10.7.4), so a peer probing our closed window keeps our sending going.
+  that the application can close with `pause` (its right edge never moves left). The
+  window reopens only at `flush`, once the application had the events of what arrived:
+  data beyond the right edge last advertised is refused, however many segments come in
+  one batch. Out-of-order segments inside the window are *buffered* (at most
+  `max_out_of_order` segments and a window's worth of bytes) and delivered once the gap
+  fills, a FIN among them included; each one is answered by an immediate duplicate ACK
+  so the peer can fast-retransmit. Like Linux, a bare FIN at RCV.NXT is taken even into a
+  zero window, and the ACK field of a segment refused for lack of window is still
+  processed (RFC 9293 3.10.7.4), so a peer probing our closed window keeps our sending
+  going.
 - ACKs for in-order data are coalesced: they go out at `flush` (i.e. `take_frames`), on
   the data segments the application sent meanwhile when there are any.
 - Sending: a bounded send buffer (`send_buffer`); segments of at most MSS bytes within the
@@ -26,7 +29,23 @@ What it does and does not do:
   TIME_WAIT; TIME_WAIT is short (`time_wait_ns`) and a new SYN above RCV.NXT reopens it;
   FIN_WAIT_2 gives up after `fin_wait_2_ns`.
 - RST: accepted only at exactly RCV.NXT, otherwise answered with a challenge ACK (RFC 5961),
-  as is a SYN on a synchronised connection. Segments for no connection get a RST.
+  as is a SYN on a synchronised connection. Segments for no connection get a RST. An ACK
+  field outside SND.UNA - MAX.SND.WND .. SND.NXT gets the segment dropped and an ACK sent
+  (RFC 5961 section 5).
+- Hostile peers: half-open connections (SYN_RECEIVED) have their own budget
+  (`max_half_open`); a SYN beyond it evicts the oldest one silently, so a SYN flood cannot
+  keep a legitimate handshake out (it has until `max_half_open` newer SYNs arrive; SYN
+  cookies would also work, but cost a keyed hash per SYN, lose the SYN-ACK retransmission
+  and encode the MSS coarsely). Synchronised connections are bounded per peer address
+  (`max_connections_per_peer`) and overall (`max_connections`): a completed handshake
+  beyond a bound evicts the idlest connection of that peer, or of all (RST, TcpClosed
+  "evicted"). A connection that makes no progress (no new data either way) for
+  `idle_timeout_ns` while not retransmitting is reset (TcpClosed "timeout"), one whose
+  peer never reads but answers our window probes included. Memory: a connection holds at
+  most `send_buffer` bytes to send plus a window of out-of-order data, and delivers at
+  most a window's worth per batch, so the echo service (EchoService) holds at most
+  send_buffer + receive_window bytes for it: 128 KiB by default, 8 MiB for one peer
+  address's 64 connections, 128 MiB for all 1024.
 """
 from __future__ import annotations
 
@@ -47,6 +66,7 @@ FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 _FLAG_BITS = 0x3F
 _MASK = 0xFFFFFFFF
 _HALF = 0x80000000
+SECOND_NS = 1_000_000_000
 DEFAULT_PEER_MSS = 536
 MIN_PEER_MSS = 64
 _MSS_OPTION = struct.Struct("!BBH")
@@ -92,6 +112,7 @@ class State(enum.Enum):
 _RECEIVING = frozenset({State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2})
 _SENDING = frozenset({State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_1, State.LAST_ACK,
                       State.CLOSING})
+_IDLE_TIMED = _RECEIVING | _SENDING  # synchronised states without a timer of their own
 
 
 class Timer(enum.Enum):
@@ -109,7 +130,7 @@ class TcpConfig:
 
     mss: int = 1460
     receive_window: int = 65535
-    send_buffer: int = 256 * 1024
+    send_buffer: int = 64 * 1024
     rto_initial_ns: int = 1_000_000_000
     rto_min_ns: int = 200_000_000
     rto_max_ns: int = 60_000_000_000
@@ -117,7 +138,10 @@ class TcpConfig:
     syn_ack_retries: int = 5
     time_wait_ns: int = 1_000_000_000
     fin_wait_2_ns: int = 60_000_000_000
-    max_connections: int = 1024
+    max_connections: int = 1024  # synchronised ones (TIME_WAIT included)
+    max_connections_per_peer: int = 64
+    max_half_open: int = 256
+    idle_timeout_ns: int = 300 * SECOND_NS
     max_out_of_order: int = 64
 
 
@@ -126,11 +150,11 @@ class TcpConn:
 
     __slots__ = (
         "local_port", "remote_ip", "remote_port", "state", "_rip", "_key", "_csum_base",
-        "iss", "snd_una", "snd_nxt", "snd_wnd", "snd_wl1", "snd_wl2", "mss", "sndbuf",
-        "fin_queued", "fin_seq", "want_writable",
-        "rcv_nxt", "rcv_wnd", "rcv_edge", "paused", "ooo", "ooo_fin", "ack_pending",
+        "iss", "snd_una", "snd_nxt", "snd_wnd", "max_snd_wnd", "snd_wl1", "snd_wl2", "mss",
+        "sndbuf", "fin_queued", "fin_seq", "want_writable",
+        "rcv_nxt", "rcv_read", "rcv_wnd", "rcv_edge", "paused", "ooo", "ooo_fin", "ack_pending",
         "srtt", "rttvar", "rto", "rtt_seq", "rtt_start", "retries", "recover", "dupacks",
-        "persist_ns", "timer_ns", "timer",
+        "persist_ns", "timer_ns", "timer", "progress_ns",
     )
 
     def __init__(self, rip: bytes, remote_port: int, local_port: int, csum_base: int, *,
@@ -146,9 +170,10 @@ class TcpConn:
         self._csum_base = csum_base
         self.iss = self.snd_una = self.snd_wl2 = iss
         self.snd_nxt = (iss + 1) & _MASK
-        self.snd_wnd, self.snd_wl1 = peer_window, irs
+        self.snd_wnd = self.max_snd_wnd = peer_window
+        self.snd_wl1 = irs
         self.mss = mss
-        self.rcv_nxt = self.rcv_edge = (irs + 1) & _MASK
+        self.rcv_nxt = self.rcv_read = self.rcv_edge = (irs + 1) & _MASK
         self.rcv_wnd = config.receive_window
         self.rto = self.persist_ns = config.rto_initial_ns
         self.sndbuf = bytearray()
@@ -168,18 +193,33 @@ class TcpConn:
         self.dupacks = 0
         self.timer_ns: int | None = None
         self.timer: Timer | None = None
+        self.progress_ns = now_ns  # when data last went forward either way
 
     def __repr__(self) -> str:
         return (f"<TcpConn :{self.local_port} <- {self.remote_ip}:{self.remote_port} "
                 f"{self.state.value}>")
 
     def receive_window(self) -> int:
-        """Bytes we take from RCV.NXT on: the full window, or when paused what is left of
-        the last one advertised (its right edge never moves left)."""
-        return max(0, seq_diff(self.rcv_edge, self.rcv_nxt)) if self.paused else self.rcv_wnd
+        """Bytes we take from RCV.NXT on: up to the right edge we last advertised."""
+        return max(0, seq_diff(self.rcv_edge, self.rcv_nxt))
+
+    def window_to_advertise(self) -> int:
+        """The full window less what arrived since the application last had its events (see
+        `Tcp.flush`), or when paused what is left of the last one advertised. Either way its
+        right edge never moves left, and ACKs sent while segments arrive do not move it on."""
+        if self.paused:
+            return self.receive_window()
+        return max(0, self.rcv_wnd - seq_diff(self.rcv_nxt, self.rcv_read))
 
     def set_timer(self, kind: Timer | None, deadline_ns: int | None = None) -> None:
         self.timer, self.timer_ns = kind, deadline_ns
+
+    def idle_deadline(self, idle_timeout_ns: int) -> int | None:
+        """When the idle timeout resets the connection: synchronised and not retransmitting
+        (`max_retries` bounds that), the time since it last made progress counts."""
+        if self.state in _IDLE_TIMED and self.timer is not Timer.RETRANSMIT:
+            return self.progress_ns + idle_timeout_ns
+        return None
 
 
 class Tcp:
@@ -198,6 +238,8 @@ class Tcp:
         self._rng = rng
         self._dirty: dict[TcpConn, None] = {}
         self._mss_option = _MSS_OPTION.pack(2, 4, config.mss)
+        self._half_open: dict[tuple[bytes, int, int], TcpConn] = {}  # oldest first
+        self._per_peer: Counter[bytes] = Counter()  # synchronised connections by address
 
     # --- application calls -------------------------------------------------------------
 
@@ -239,22 +281,34 @@ class Tcp:
     # --- driven by NetStack --------------------------------------------------------------
 
     def flush(self, now_ns: int) -> None:
-        """Emit the segments that application calls and received data made due."""
+        """Emit the segments that application calls and received data made due.
+
+        The application has had the events of the data received so far (and paused what it
+        cannot take), so the receive window reopens here.
+        """
         dirty, self._dirty = self._dirty, {}
         for c in dirty:
             if c.state is not State.CLOSED:
+                c.rcv_read = c.rcv_nxt
                 self._output(c, now_ns)
 
     def next_timer_ns(self) -> int | None:
-        """The earliest connection timer deadline, or None."""
-        return min((c.timer_ns for c in self.conns.values() if c.timer_ns is not None),
-                   default=None)
+        """The earliest connection timer or idle deadline, or None."""
+        idle = self._config.idle_timeout_ns
+        deadlines = [c.timer_ns for c in self.conns.values()]
+        deadlines += [c.idle_deadline(idle) for c in self.conns.values()]
+        return min((d for d in deadlines if d is not None), default=None)
 
     def on_timer(self, now_ns: int) -> None:
-        """Run every connection timer that is due."""
+        """Run every connection timer that is due, and reset connections idle too long."""
+        idle = self._config.idle_timeout_ns
         for c in list(self.conns.values()):
             if c.timer_ns is not None and c.timer_ns <= now_ns:
                 self._expire(c, now_ns)
+            deadline = c.idle_deadline(idle)
+            if deadline is not None and deadline <= now_ns:
+                self._counters["tcp_idle_timeout"] += 1
+                self._abort(c, "timeout")
 
     def receive(self, frame: Buffer, o: int, end: int, sip: bytes, dip: bytes,
                 now_ns: int) -> None:
@@ -269,6 +323,8 @@ class Tcp:
             counters["tcp_bad_offset"] += 1
         elif dip != self.ip:
             counters["tcp_not_unicast"] += 1
+        elif not sport:
+            counters["tcp_source_port_zero"] += 1
         elif not checksum.valid(frame[o:end], checksum.pseudo(sip, dip, ipv4.PROTO_TCP, end - o)):
             counters["tcp_bad_checksum"] += 1
         else:
@@ -293,11 +349,11 @@ class Tcp:
         if flags & RST:
             counters["tcp_rst_no_connection"] += 1
         elif dport in self.listening and flags & (SYN | ACK | FIN) == SYN:
-            if len(self.conns) >= self._config.max_connections:
-                counters["tcp_too_many_connections"] += 1
-            else:
-                self._open(sip, sport, dport, seq, wnd, peer_mss(frame[o + HEADER_LEN:o + hlen]),
-                           now_ns)
+            if len(self._half_open) >= self._config.max_half_open:
+                counters["tcp_half_open_evicted"] += 1  # most likely a flood's: no RST
+                self._remove(next(iter(self._half_open.values())))
+            self._open(sip, sport, dport, seq, wnd, peer_mss(frame[o + HEADER_LEN:o + hlen]),
+                       now_ns)
         elif dport in self.listening and not flags & ACK:
             counters["tcp_listen_bad_segment"] += 1
         else:
@@ -316,7 +372,7 @@ class Tcp:
                     iss=self._rng.getrandbits(32), irs=seq, peer_window=wnd,
                     mss=min(cfg.mss, max(MIN_PEER_MSS, DEFAULT_PEER_MSS if mss is None else mss)),
                     config=cfg, now_ns=now_ns)
-        self.conns[c._key] = c
+        self.conns[c._key] = self._half_open[c._key] = c
         self._send_syn_ack(c)
         c.set_timer(Timer.RETRANSMIT, now_ns + c.rto)
 
@@ -342,7 +398,8 @@ class Tcp:
             if not flags & RST:
                 self._send_ack(c)
                 # RFC 9293 3.10.7.4: still take valid ACKs (e.g. while our window is zero).
-                if flags & (ACK | SYN) == ACK and c.state is not State.SYN_RECEIVED:
+                if flags & (ACK | SYN) == ACK and c.state is not State.SYN_RECEIVED \
+                        and self._ack_in_range(c, ack):
                     self._process_ack(c, seq, ack, wnd, False, now_ns)
             return
         if flags & RST:
@@ -365,21 +422,29 @@ class Tcp:
                 counters["tcp_bad_handshake_ack"] += 1
                 self._send(c._rip, c._csum_base, c.local_port, c.remote_port, ack, 0, RST, 0)
                 return
-            c.state = State.ESTABLISHED
             c.snd_una, c.retries = ack, 0  # our SYN is acknowledged
             c.set_timer(None)
             if c.rtt_seq is not None:
                 self._rtt_sample(c, now_ns - c.rtt_start)
-            self._events.append(TcpAccepted(c))
+            self._establish(c, now_ns)
         if self._process_ack(c, seq, ack, wnd, seg_len == 0, now_ns):
             self._receive_text(c, seq, data, bool(flags & FIN), now_ns)
+
+    def _ack_in_range(self, c: TcpConn, ack: int) -> bool:
+        """RFC 5961 section 5.2: SND.UNA - MAX.SND.WND <= SEG.ACK <= SND.NXT (counted if not)."""
+        if seq_diff(ack, c.snd_nxt) > 0:
+            self._counters["tcp_ack_unsent"] += 1
+        elif seq_diff(c.snd_una, ack) > c.max_snd_wnd:
+            self._counters["tcp_ack_too_old"] += 1
+        else:
+            return True
+        return False
 
     def _process_ack(self, c: TcpConn, seq: int, ack: int, wnd: int, pure: bool,
                      now_ns: int) -> bool:
         """The ACK and window fields; False when the segment needs no further processing."""
         cfg = self._config
-        if seq_diff(ack, c.snd_nxt) > 0:
-            self._counters["tcp_ack_unsent"] += 1
+        if not self._ack_in_range(c, ack):
             self._send_ack(c)
             return False
         if c.timer is Timer.PERSIST:
@@ -390,7 +455,7 @@ class Tcp:
             if c.fin_seq is not None and seq_diff(ack, c.fin_seq) > 0:
                 acked -= 1  # our FIN
             del c.sndbuf[:acked]
-            c.snd_una = ack
+            c.snd_una, c.progress_ns = ack, now_ns
             c.retries = c.dupacks = 0
             if c.rtt_seq is not None and seq_diff(ack, c.rtt_seq) > 0:
                 self._rtt_sample(c, now_ns - c.rtt_start)
@@ -416,6 +481,7 @@ class Tcp:
         if seq_diff(seq, c.snd_wl1) > 0 or (seq == c.snd_wl1 and seq_diff(ack, c.snd_wl2) >= 0):
             if wnd != c.snd_wnd:
                 c.snd_wnd = wnd
+                c.max_snd_wnd = max(c.max_snd_wnd, wnd)
                 self._dirty[c] = None
                 if wnd and c.timer is Timer.PERSIST:
                     c.set_timer(None)
@@ -453,6 +519,7 @@ class Tcp:
             self._deliver_held(c)
         elif not fin:
             return  # a pure ACK: nothing to acknowledge
+        c.progress_ns = now_ns
         if fin or c.ooo_fin == c.rcv_nxt:
             self._receive_fin(c, now_ns)
         c.ack_pending = True
@@ -465,7 +532,9 @@ class Tcp:
             c.ooo_fin = (c.rcv_nxt + fin_at) & _MASK
         if not data or len(c.ooo.get(seq, b"")) >= len(data):
             return
-        if len(c.ooo) >= self._config.max_out_of_order and seq not in c.ooo:
+        held = sum(map(len, c.ooo.values())) - len(c.ooo.get(seq, b""))
+        if (len(c.ooo) >= self._config.max_out_of_order and seq not in c.ooo) \
+                or held + len(data) > c.receive_window():
             self._counters["tcp_out_of_order_full"] += 1
         else:
             c.ooo[seq] = bytes(data)
@@ -498,6 +567,32 @@ class Tcp:
             c.state = State.CLOSING
         else:
             self._enter_time_wait(c, now_ns)
+
+    # --- admission -----------------------------------------------------------------------
+
+    def _establish(self, c: TcpConn, now_ns: int) -> None:
+        """The handshake of c completed: make room for it among the synchronised connections."""
+        cfg = self._config
+        if self._per_peer[c._rip] >= cfg.max_connections_per_peer:
+            self._evict(self._idlest(c._rip), "tcp_evicted_peer_limit")
+        elif len(self.conns) - len(self._half_open) >= cfg.max_connections:
+            self._evict(self._idlest(None), "tcp_evicted_connection_limit")
+        del self._half_open[c._key]
+        self._per_peer[c._rip] += 1
+        c.state, c.progress_ns = State.ESTABLISHED, now_ns
+        self._events.append(TcpAccepted(c))
+
+    def _idlest(self, peer: bytes | None) -> TcpConn:
+        """The synchronised connection (of peer, unless None) that progressed longest ago."""
+        return min((c for c in self.conns.values() if c.state is not State.SYN_RECEIVED
+                    and (peer is None or c._rip == peer)), key=lambda c: c.progress_ns)
+
+    def _evict(self, c: TcpConn, counter: str) -> None:
+        self._counters[counter] += 1
+        if c.state is State.TIME_WAIT:
+            self._remove(c)  # the application already saw it close
+        else:
+            self._abort(c, "evicted")
 
     # --- output --------------------------------------------------------------------------
 
@@ -555,7 +650,7 @@ class Tcp:
 
     def _send_conn(self, c: TcpConn, seq: int, flags: int, data: bytes = b"",
                    options: bytes = b"") -> None:
-        wnd = min(c.receive_window(), 0xFFFF)
+        wnd = min(c.window_to_advertise(), 0xFFFF)
         c.rcv_edge = (c.rcv_nxt + wnd) & _MASK
         c.ack_pending = False
         self._send(c._rip, c._csum_base, c.local_port, c.remote_port, seq, c.rcv_nxt, flags,
@@ -635,6 +730,12 @@ class Tcp:
             self._events.append(TcpClosed(c, reason))
 
     def _remove(self, c: TcpConn) -> None:
+        if c.state is State.SYN_RECEIVED:
+            del self._half_open[c._key]
+        else:
+            self._per_peer[c._rip] -= 1
+            if not self._per_peer[c._rip]:
+                del self._per_peer[c._rip]
         c.state = State.CLOSED
         c.set_timer(None)
         del self.conns[c._key]

@@ -140,6 +140,7 @@ def parse(frame: bytes) -> Frame:
     assert total == len(ip), "IP total length must match the frame"
     assert checksum_ok(ip[:ihl]), "bad IP header checksum"
     assert struct.unpack_from("!H", ip, 6)[0] & 0x3FFF == 0, "we never fragment"
+    assert not struct.unpack_from("!H", ip, 6)[0] & 0x8000, "the reserved flag must be zero"
     f.ttl, f.proto = ip[8], ip[9]
     f.ip_src, f.ip_dst = socket.inet_ntoa(ip[12:16]), socket.inet_ntoa(ip[16:20])
     f.l4 = ip[ihl:total]
