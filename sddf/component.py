@@ -185,8 +185,9 @@ class Component:
         self._waiter.irq_ack(fd)
 
     # ---- the loop -----------------------------------------------------------------------
-    def run(self) -> None:
-        """Run ``init`` and then handle events until SIGTERM (exceptions end the PD as a fault).
+    def run(self, after_init: Callable[[], None] = lambda: None) -> None:
+        """Run ``init``, then ``after_init`` (the runtime's sandbox), then handle events until
+        SIGTERM (exceptions end the PD as a fault).
 
         SIGTERM (how the monitor stops, restarts or swaps a PD) ends the loop between two
         handlers, never inside one, so no batch is left half-moved between queues."""
@@ -198,6 +199,7 @@ class Component:
         beat, entering, leaving = self.__beat, self.__entering, self.__leaving
         beat(next(entering))
         self.start()
+        after_init()
         beat(next(leaving))
         self.__publish_stats(now=True)  # tells the monitor this PD is up and answers PUBLISH_SIGNAL
         # the hot loop: bound methods in locals, and no call to publish unchanged counters or to

@@ -66,6 +66,8 @@ class PdConfig:
     channels: dict[int, ChannelGrant] = field(default_factory=dict)
     irqs: dict[int, int] = field(default_factory=dict)  # channel id -> device fd
     app: dict[str, Any] = field(default_factory=dict)
+    allow: list[str] = field(default_factory=list)  # what it may do after init (sddf.sandbox)
+    memory_bytes: int | None = None  # its cap on private memory
 
     def fds(self) -> list[int]:
         """Every fd this PD must inherit."""

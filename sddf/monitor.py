@@ -137,7 +137,8 @@ class Monitor:
             region = self.regions[mr.name] = Region.create(mr.name, mr.size, self.shm)
             if region.posix_name is not None:
                 self.log(f"monitor: memory region {mr.name!r} is shared as {region.posix_name}")
-        configs = {pd.name: PdConfig(pd.name, pd.program, pd.priority, pd.cpu, -1, app=dict(pd.config))
+        configs = {pd.name: PdConfig(pd.name, pd.program, pd.priority, pd.cpu, -1, app=dict(pd.config),
+                                     allow=list(pd.allow), memory_bytes=pd.memory_bytes)
                    for pd in self.sdf.pds}
         for pd in self.sdf.pds:
             cfg = configs[pd.name]

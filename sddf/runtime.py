@@ -10,12 +10,15 @@ from __future__ import annotations
 import cProfile
 import ctypes
 import faulthandler
+import marshal
 import os
 import signal
 import sys
 import time
 import traceback
+from functools import partial
 
+from sddf import sandbox
 from sddf.config import PdConfig
 from sddf.system import load_program
 
@@ -59,15 +62,22 @@ def main(argv: list[str]) -> None:
     faulthandler.enable(file=fault)
     profile_dir = os.environ.get(PROFILE_ENV)
     profiler = cProfile.Profile(time.thread_time_ns, 1e-9) if profile_dir else None
+    # opened now: once confined, the PD may not open files
+    profile_out = open(os.path.join(profile_dir, f"{pd.name}.pstats"), "wb") if profile_dir else None
     try:
-        component = load_program(pd.program)(pd)
+        program = load_program(pd.program)  # imported with our privileges (it may live in a private dir)
+        sandbox.harden(pd.memory_bytes)
+        component = program(pd)
+        run = partial(component.run, partial(sandbox.confine, pd.allow))
         if profiler is not None:
-            profiler.runcall(component.run)
+            profiler.runcall(run)
         else:
-            component.run()
+            run()
     except SystemExit as done:  # stopped between handlers (SIGTERM)
-        if profiler is not None:
-            profiler.dump_stats(os.path.join(profile_dir, f"{pd.name}.pstats"))
+        if profiler is not None and profile_out is not None:
+            profiler.create_stats()
+            marshal.dump(profiler.stats, profile_out)  # what Profile.dump_stats writes
+            profile_out.close()
         os._exit(done.code if isinstance(done.code, int) else 0)
     except BaseException as exc:  # noqa: BLE001 - every escape is a fault to report
         fault.write(f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")

@@ -17,6 +17,7 @@ from xml.etree import ElementTree as ET
 
 from sddf.config import ConfigError, PdConfig, typed
 from sddf.devices import check_source
+from sddf.sandbox import ALLOWABLE
 from sddf.shm import PAGE_SIZE
 
 MAX_CHANNEL_ID = 62
@@ -74,6 +75,8 @@ class ProtectionDomain:
     max_restarts: int = 3          # restarts allowed within any restart_window_s (systemd's start limit)
     restart_window_s: float = 60.0
     watchdog_s: float | None = None  # a handler running longer than this is a fault (None: never)
+    allow: tuple[str, ...] = ()  # what it may do after init: "files", "sockets", "exec" (sddf.sandbox)
+    memory_bytes: int | None = None  # a cap on its private memory (shared regions do not count)
     config: dict[str, Any] = field(default_factory=dict)
     maps: list[Map] = field(default_factory=list)
     children: dict[int, "ProtectionDomain"] = field(default_factory=dict)
@@ -394,6 +397,11 @@ def _check_pd(pd: ProtectionDomain, regions: list[MemoryRegion]) -> list[str]:
         problems.append(f"PD {pd.name!r}: priority {pd.priority} is outside 0..{MAX_PRIORITY}")
     if pd.fault_policy not in ("stop", "restart"):
         problems.append(f"PD {pd.name!r}: fault policy {pd.fault_policy!r} is not 'stop' or 'restart'")
+    if set(pd.allow) - set(ALLOWABLE):
+        problems.append(f"PD {pd.name!r}: allow {sorted(set(pd.allow) - set(ALLOWABLE))} is not among "
+                        f"{sorted(ALLOWABLE)}")
+    if pd.memory_bytes is not None and pd.memory_bytes <= 0:
+        problems.append(f"PD {pd.name!r}: memory_bytes {pd.memory_bytes} must be positive")
     if pd.max_restarts < 0 or pd.restart_window_s <= 0:
         problems.append(f"PD {pd.name!r}: max_restarts {pd.max_restarts} must be ≥ 0 and restart_window_s "
                         f"{pd.restart_window_s} > 0")

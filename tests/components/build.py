@@ -16,9 +16,12 @@ def _with_state(sdf: SystemDescription, pd: ProtectionDomain) -> ProtectionDomai
 
 def add_faulty(sdf: SystemDescription, name: str, policy: FaultPolicy = "restart", max_restarts: int = 3,
                priority: int = 100, **config: Any) -> ProtectionDomain:
-    """A ``components.faulty:Faulty`` PD; ``config`` is its FaultyConfig."""
+    """A ``components.faulty:Faulty`` PD; ``config`` is its FaultyConfig (one that leaves an
+    orphan process behind is allowed to run a program)."""
+    allow = ("exec",) if str(config.get("action", "")).startswith("orphan") else ()
     return _with_state(sdf, ProtectionDomain(name, "components.faulty:Faulty", priority=priority,
-                                             fault_policy=policy, max_restarts=max_restarts, config=config))
+                                             fault_policy=policy, max_restarts=max_restarts, config=config,
+                                             allow=allow))
 
 
 def add_ticker(sdf: SystemDescription, name: str = "ticker", period_s: float = 0.1) -> ProtectionDomain:
