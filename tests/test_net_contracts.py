@@ -226,3 +226,10 @@ def test_the_driver_notifies_after_a_batch_not_after_the_whole_burst(system: Ech
     driver._sends[rx_channel] = recording_send
     system.send([system.to(DIRECT, b"burst %d" % i) for i in range(300)])
     assert queued_at_notify and queued_at_notify[0] == driver.config.batch, queued_at_notify
+
+
+def test_a_frame_longer_than_a_buffer_is_counted_and_dropped_not_truncated(system: EchoBench) -> None:
+    too_long = system.to(DIRECT, b"x" * 2100)  # 2142 bytes: more than a 2048-byte buffer
+    system.send([too_long, system.to(DIRECT, b"after")])
+    assert system.bench.counters("eth_driver")["rx_oversize"] == 1
+    assert system.replies[DIRECT] == [b"after"], "only the frame that fits reaches the client"
