@@ -233,3 +233,18 @@ def test_a_frame_longer_than_a_buffer_is_counted_and_dropped_not_truncated(syste
     system.send([too_long, system.to(DIRECT, b"after")])
     assert system.bench.counters("eth_driver")["rx_oversize"] == 1
     assert system.replies[DIRECT] == [b"after"], "only the frame that fits reaches the client"
+
+
+def test_a_replacement_starts_on_a_queue_header_its_predecessor_left_corrupt(system: EchoBench) -> None:
+    """client0's tx tail jumps far past virt_tx's head (a dying or hostile client can leave that):
+    a restarted client0 resets the queue instead of faulting in init, and both clients echo."""
+    assert system.echoes(DIRECT, 10, b"before") == 10
+    client = system.bench.component(DIRECT)
+    tail_at = client.tx_active._ring.own_offset
+    struct.pack_into("<H", system.bench.monitor.regions[client.config.tx.active].view, tail_at,
+                     (client.tx_active.index + 20000) & 0xFFFF)
+    system.bench.restart(DIRECT)
+    system.run(audit=False)
+    assert system.bench.counters(DIRECT)["tx.active.protocol_errors"] == 1
+    assert system.echoes(COPIED, 20, b"other") == 20
+    assert system.echoes(DIRECT, 20, b"again") == 20

@@ -82,9 +82,10 @@ def test_a_producer_refuses_an_oid_that_does_not_fit_six_bits(oid: int) -> None:
     assert producer.index == 0 and memory == bytearray(queue_size(CAPACITY)), "nothing may be written"
 
 
-def test_a_broken_index_raises_or_is_reported_and_offers_nothing() -> None:
+def test_a_broken_index_raises_or_is_reported_and_the_queue_starts_afresh() -> None:
     """After attaching, a tail that jumps past the capacity raises; with ``on_refuse`` set it is
-    reported instead and the end offers nothing (empty, no entries, nothing to wait for)."""
+    reported once, and the end adopts it with the queue empty: what the producer publishes from
+    there on comes through."""
     memory = raw_queue([])
     strict = NetConsumer("q", memory, CAPACITY)
     reports: list[str] = []
@@ -93,4 +94,20 @@ def test_a_broken_index_raises_or_is_reported_and_offers_nothing() -> None:
     with pytest.raises(QueueProtocolError, match="jumped"):
         strict.empty()
     assert lenient.empty() and lenient.dequeue_many() == [] and not lenient.request_and_recheck()
-    assert reports == ["q.protocol_errors"] * 3
+    assert reports == ["q.protocol_errors"] and lenient.index == CAPACITY + 1
+    producer = NetProducer("q", memory, CAPACITY)  # a restarted producer attaches to the new state
+    assert producer.enqueue_many([(0, 7, 1)]) == 1
+    assert lenient.dequeue_many() == [(0, 7, 1)]
+
+
+def test_a_header_left_corrupt_does_not_stop_a_new_end_from_attaching() -> None:
+    """Indices that contradict each other at attach raise, or (reported) reset the queue to empty."""
+    memory = raw_queue([])
+    struct.pack_into("<H", memory, 0, CAPACITY + 5)  # tail far past head
+    with pytest.raises(QueueProtocolError, match="apart"):
+        NetProducer("q", memory, CAPACITY)
+    reports: list[str] = []
+    producer = NetProducer("q", memory, CAPACITY, on_refuse=lambda counter, _message: reports.append(counter))
+    assert reports == ["q.protocol_errors"] and producer.free_slots() == CAPACITY
+    consumer = NetConsumer("q", memory, CAPACITY)
+    assert producer.enqueue_many([(0, 1, 0)]) == 1 and consumer.dequeue_many() == [(0, 1, 0)]

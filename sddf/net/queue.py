@@ -9,7 +9,7 @@ buffer of its :class:`BufferSpace` and hold at most a buffer's bytes; its oid is
 the 6 bits sDDF's bit-field has. Anything else is consumed, never handed out, counted on the
 end (``refused``) and reported to its ``on_refuse(counter, message)`` — a component passes its
 own :meth:`~sddf.component.Component.refuse`, which also hears of a peer's broken index
-(then the end offers nothing, instead of raising). A producing end refuses to write an oid over 63.
+(then the end resets the queue to empty instead of raising, see ``RingEnd._recover``). A producing end refuses to write an oid over 63.
 """
 from __future__ import annotations
 
@@ -102,9 +102,8 @@ class NetProducer(EntryProducer):
     """The producing end of one net queue."""
 
     def __init__(self, name: str, buffer: Any, capacity: int, on_refuse: OnRefuse | None = None) -> None:
-        super().__init__(name, buffer, capacity, LAYOUT, FORMAT)
+        super().__init__(name, buffer, capacity, LAYOUT, FORMAT, on_refuse)
         self._ring.check_net = 1  # refuse an oid that does not fit its 6 bits
-        self.on_refuse = on_refuse
 
 
 class NetConsumer(EntryConsumer):
@@ -113,9 +112,8 @@ class NetConsumer(EntryConsumer):
 
     def __init__(self, name: str, buffer: Any, capacity: int, buffers: BufferSpace | None = None,
                  on_refuse: OnRefuse | None = None) -> None:
-        super().__init__(name, buffer, capacity, LAYOUT, FORMAT)
+        super().__init__(name, buffer, capacity, LAYOUT, FORMAT, on_refuse=on_refuse)
         self.buffers = buffers
-        self.on_refuse = on_refuse
         r = self._ring
         r.check_net = 1
         if buffers is not None:

@@ -12,7 +12,7 @@ from itertools import chain
 from typing import Any, Callable, Sequence
 
 from sddf import atomic
-from sddf.queue.ring import Layout, QueueProtocolError, RingEnd, check_capacity
+from sddf.queue.ring import Layout, OnRefuse, QueueProtocolError, RingEnd, check_capacity
 
 MAX_CACHED_BATCHES = 128  # batch structs kept per entry format
 
@@ -58,11 +58,11 @@ class _EntryEnd(RingEnd):
     """A ring end whose entries are copied between the ring and a private staging buffer in C."""
 
     def __init__(self, name: str, buffer: Any, capacity: int, layout: Layout, fmt: EntryFormat,
-                 producer: bool) -> None:
+                 producer: bool, on_refuse: OnRefuse | None = None) -> None:
         check_capacity(name, capacity, layout.index_bits)  # before sizing the entries by it
         view = memoryview(buffer).cast("B")
         super().__init__(name, view[:fmt.header_size], layout, capacity, producer,
-                         fmt.entries_view(buffer, capacity), fmt.size)
+                         fmt.entries_view(buffer, capacity), fmt.size, on_refuse)
         self._fmt = fmt
         self._staging = bytearray(fmt.size * capacity)  # private: the peer cannot change it under us
         self._staging_ptr = atomic.pointer(self._staging)
@@ -89,8 +89,8 @@ class EntryProducer(_EntryEnd):
     """The producing end of a queue of entries."""
 
     def __init__(self, name: str, buffer: Any, capacity: int, layout: Layout,
-                 fmt: EntryFormat) -> None:
-        super().__init__(name, buffer, capacity, layout, fmt, True)
+                 fmt: EntryFormat, on_refuse: OnRefuse | None = None) -> None:
+        super().__init__(name, buffer, capacity, layout, fmt, True, on_refuse)
         self._put = partial(atomic.ring_put, self._ring, self._staging_ptr)
 
     def enqueue(self, entry: tuple) -> bool:
@@ -132,8 +132,8 @@ class EntryConsumer(_EntryEnd):
     out, counted in :attr:`refused` and reported to :meth:`_report_refused`."""
 
     def __init__(self, name: str, buffer: Any, capacity: int, layout: Layout,
-                 fmt: EntryFormat, validate: Validator | None = None) -> None:
-        super().__init__(name, buffer, capacity, layout, fmt, False)
+                 fmt: EntryFormat, validate: Validator | None = None, on_refuse: OnRefuse | None = None) -> None:
+        super().__init__(name, buffer, capacity, layout, fmt, False, on_refuse)
         self._validate = validate
         self._commit = validate is None  # released in the C call
         self._take = partial(atomic.ring_take, self._ring, self._staging_ptr)

@@ -60,11 +60,13 @@ class RingEnd:
     ``sddf/_ring.c``), which holds this end's index and the peer's last accepted one."""
 
     def __init__(self, name: str, header: Any, layout: Layout, capacity: int,
-                 producer: bool, entries: Any = None, entry_size: int = 0) -> None:
+                 producer: bool, entries: Any = None, entry_size: int = 0,
+                 on_refuse: OnRefuse | None = None) -> None:
         check_capacity(name, capacity, layout.index_bits)
         self.name = name
-        #: set (e.g. to a component's ``refuse``) to report a peer's protocol violations instead of raising
-        self.on_refuse: OnRefuse | None = None
+        #: a component's ``refuse``: a peer's protocol violation is then reported and recovered
+        #: from (see :meth:`_refuse_peer`) instead of raised
+        self.on_refuse = on_refuse
         self.capacity = capacity
         self.is_producer = producer
         self._mask = (1 << layout.index_bits) - 1
@@ -78,12 +80,14 @@ class RingEnd:
         r.capacity, r.entry_size, r.producer = capacity, entry_size, producer
         if layout.flag_offset is not None:
             self._bind_protocol(layout, producer)
-        # Attaching trusts memory once (a restarted component resumes where it stopped).
-        load = atomic.LOADS[layout.index_bits]
-        r.own, r.peer = load(self._ptr, own), load(self._ptr, peer)
+        # Attaching trusts memory once (a restarted component resumes where it stopped) unless
+        # the indices contradict each other (a header left corrupt): then the queue starts empty.
+        self._load = partial(atomic.LOADS[layout.index_bits], self._ptr)
+        r.own, r.peer = self._load(own), self._load(peer)
         if self._used(self._peer) > capacity:
-            raise QueueProtocolError(name, f"indices tail={self._tail} head={self._head} "
-                                           f"are {self._used(self._peer)} apart, capacity {capacity}")
+            error = QueueProtocolError(name, f"indices tail={self._tail} head={self._head} "
+                                             f"are {self._used(self._peer)} apart, capacity {capacity}")
+            self._recover(error)
 
     def _bind_protocol(self, layout: Layout, producer: bool) -> None:
         """Bind the signalling protocol's C calls for this end's side of the flag."""
@@ -158,18 +162,26 @@ class RingEnd:
         return used
 
     def _refuse_peer(self) -> None:
-        """The peer's index moved backwards or past the capacity (our view of it is unchanged):
-        raise :class:`QueueProtocolError`, or with ``on_refuse`` set, report it and let the
-        caller carry on as if the queue had nothing to offer (nothing moves until the peer's
-        index is sane again)."""
+        """The peer's index moved backwards or past the capacity: see :meth:`_recover` (the
+        caller then carries on as if the queue had nothing to offer this time)."""
         which = "head" if self.is_producer else "tail"
-        error = QueueProtocolError(
+        self._recover(QueueProtocolError(
             self.name, f"peer's {which} jumped from {self._peer} to {self._ring.refused_peer} "
                        f"(our {'tail' if self.is_producer else 'head'} is {self._own}, "
-                       f"capacity {self.capacity})")
+                       f"capacity {self.capacity})"))
+
+    def _recover(self, error: QueueProtocolError) -> None:
+        """Raise ``error``; or, with ``on_refuse`` set, report it and start the queue afresh: take
+        the peer's index as it stands and move ours to it, so the queue is empty and consistent
+        again (whatever it held is dropped: a corrupt header is reset, never trusted and never
+        fatal for good). Both ends may do it; the peer then sees our index agree with its own."""
         if self.on_refuse is None:
             raise error
         self.on_refuse(f"{self.name}.protocol_errors", str(error))
+        r = self._ring
+        r.peer = self._load(r.peer_offset)
+        r.own = r.peer
+        atomic.STORES[r.index_bits](self._ptr, r.own_offset, r.own)
 
     # ---- queries ------------------------------------------------------------------------
     @property
