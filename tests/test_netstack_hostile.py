@@ -219,6 +219,13 @@ def test_no_udp_echo_to_source_port_zero(echo: Echo) -> None:
     assert echo.refused(tcp_syn(sport=0)) == "tcp_source_port_zero"
 
 
+def test_no_udp_echo_to_another_echo_port(echo: Echo) -> None:
+    """A datagram from an echo port is another echo service's: answering it would start an
+    endless echo between the two (one forged datagram is enough)."""
+    for port in (STACK_ECHO_PORT, APP_ECHO_PORT):
+        assert echo.refused(udp_request(port, sport=port)) == "udp_echo_loop"
+
+
 @pytest.mark.parametrize("source_mac", [BROADCAST_MAC, bytes.fromhex("01005e000001"), STACK_MAC],
                          ids=["broadcast", "multicast", "ours"])
 def test_no_reply_goes_to_a_group_or_our_own_mac(echo: Echo, source_mac: bytes) -> None:

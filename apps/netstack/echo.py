@@ -2,7 +2,8 @@
 
 UDP echo is an application: each UdpDatagram event is sent back with `udp_send`, as sDDF's
 echo server answers through lwIP's UDP API, unless the stack's echo rule refuses it
-(`NetStack.udp_echo_allowed`: not to a broadcast, nor to port 0, nor beyond the MTU). With
+(`NetStack.udp_echo_allowed`: not to a broadcast, nor to port 0 or another echo port, nor
+beyond the MTU). With
 `udp_in_stack=True` the stack itself reflects UDP echo requests (`udp_bind(port, echo=True)`:
 no events, no application). TCP echo sends back what arrives; bytes the send buffer cannot
 take wait here while the connection's receive window is paused, so a peer that does not read

@@ -31,14 +31,18 @@ def _checked_port(port: int) -> int:
     return port
 
 
-def _udp_echo_refusal(broadcast: bool, src_port: int, size: int, max_size: int) -> str | None:
+def _udp_echo_refusal(broadcast: bool, src_port: int, dst_port: int, size: int, max_size: int) -> str | None:
     """Why a UDP echo of size bytes must not be sent (the counter to bump), or None.
 
     Not to a datagram sent to a broadcast address (every host on the link would answer), nor to
-    source port 0 (RFC 768: the sender wants no answer), nor beyond the MTU (no fragmentation).
+    source port 0 (RFC 768: the sender wants no answer), nor from the echo port itself (another
+    echo service: the two would echo each other forever, e.g. after one forged datagram), nor
+    beyond the MTU (no fragmentation).
     """
     if broadcast:
         return "udp_broadcast_echo"
+    if src_port == dst_port:
+        return "udp_echo_loop"
     if not src_port:
         return "udp_echo_to_port_zero"
     if size > max_size:
@@ -166,8 +170,8 @@ class NetStack:
                 self._events.append(UdpDatagram(dport, ipv4.format_addr(sip), sport,
                                                 bytes(frame[o + udp.HEADER_LEN:o + ulen]),
                                                 dip != self.ip))
-            elif dip != self.ip or not sport or ulen > self._max_ip_payload:
-                counters[_udp_echo_refusal(dip != self.ip, sport, ulen - udp.HEADER_LEN,
+            elif dip != self.ip or not sport or sport == dport or ulen > self._max_ip_payload:
+                counters[_udp_echo_refusal(dip != self.ip, sport, dport, ulen - udp.HEADER_LEN,
                                            self._max_udp_data)] += 1
             else:
                 # Reply header checksums derived from the verified request's (residue 0):
@@ -275,8 +279,8 @@ class NetStack:
 
     def udp_echo_allowed(self, datagram: UdpDatagram) -> bool:
         """Whether an echo of datagram may be sent: the rule the stack's own echo follows (not
-        to a broadcast, nor to port 0, nor beyond the MTU); a refusal is counted."""
-        refusal = _udp_echo_refusal(datagram.broadcast, datagram.src_port, len(datagram.data),
+        to a broadcast, nor to port 0 or another echo port, nor beyond the MTU); a refusal is counted."""
+        refusal = _udp_echo_refusal(datagram.broadcast, datagram.src_port, datagram.port, len(datagram.data),
                                     self._max_udp_data)
         if refusal is not None:
             self.counters[refusal] += 1
