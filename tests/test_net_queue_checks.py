@@ -111,3 +111,22 @@ def test_a_header_left_corrupt_does_not_stop_a_new_end_from_attaching() -> None:
     assert reports == ["q.protocol_errors"] and producer.free_slots() == CAPACITY
     consumer = NetConsumer("q", memory, CAPACITY)
     assert producer.enqueue_many([(0, 1, 0)]) == 1 and consumer.dequeue_many() == [(0, 1, 0)]
+
+
+def test_peeked_entries_stay_queued_until_released() -> None:
+    memory = raw_queue([(i * NET_BUFFER_SIZE + SPANS[0][0], 0, 0) for i in range(5)])
+    end = NetConsumer("q", memory, CAPACITY, BufferSpace(SPANS))
+    assert len(end.peek_many(4)) == 4 and end.length() == 5, "a peek releases nothing"
+    assert NetConsumer("q", memory, CAPACITY, BufferSpace(SPANS)).length() == 5, "a restart finds them all"
+    end.release(3)
+    assert end.length() == 2 and end.dequeue_many()[0][0] == 3 * NET_BUFFER_SIZE + SPANS[0][0]
+
+
+def test_a_peek_that_meets_a_refused_entry_releases_it_all() -> None:
+    base = SPANS[0][0]
+    end = NetConsumer("q", raw_queue([(base, 0, 0), (3, 0, 0), (base + NET_BUFFER_SIZE, 0, 0)]), CAPACITY,
+                      BufferSpace(SPANS), lambda _counter, _message: None)
+    assert [io for io, _, _ in end.peek_many(8)] == [base, base + NET_BUFFER_SIZE]
+    assert end.peek_released and end.refused == 1 and end.empty()
+    end.release(0)  # already released: nothing more moves
+    assert end.index == 3

@@ -1,8 +1,8 @@
 """Net driver for a host TAP device: only converts between the TAP fd and sDDF's net queues.
 
-In sDDF's words: ``rx_provide`` takes empty buffers from the rx free queue (our "hardware
-ring" is the list of spare buffers), ``rx_return`` reads one frame from the TAP into each and
-publishes them on rx active, ``tx_provide`` writes each frame on tx active to the TAP, and
+In sDDF's words: ``rx_provide`` looks at empty buffers on the rx free queue (our "hardware
+ring"), ``rx_return`` reads one frame from the TAP into each, releases the used ones from rx
+free and publishes them on rx active (so a driver killed while idle holds no buffer), ``tx_provide`` writes each frame on tx active to the TAP, and
 ``tx_return`` gives the sent buffers back on tx free. Each pass moves at most a batch, then
 notifies whoever asked and goes on. Buffers are named by io address; the queue ends refuse
 (and count) any descriptor that is not a whole buffer of a granted region.
@@ -30,7 +30,7 @@ class TapDriver(Component):
                                                       self.rx_space, self.refuse)
         self.tx_free, self.tx_active = consuming_side("tx", *cfg.tx.views(self.regions),
                                                       self.tx_space, self.refuse)
-        self.spare: list[int] = []  # rx buffers taken from rx free, not yet filled (our hardware ring)
+        self.spare: list[int] = []  # rx buffers ours but not yet filled (only after a refused descriptor)
         self.tap_readable = True    # until a read finds the TAP empty (then we wait for its irq)
         self.overflow = bytearray(1)  # read past a buffer's end: only a frame too long reaches it
         self.rx_return()
@@ -47,19 +47,28 @@ class TapDriver(Component):
             self.tx_provide()
 
     # ---- rx -------------------------------------------------------------------------------
-    def rx_provide(self) -> bool:
-        """Take up to a batch of empty buffers from rx free; False if there are none (then virt_rx
-        has been asked to notify us when it returns some)."""
+    def rx_provide(self) -> list[int]:
+        """Empty buffers to read frames into: up to a batch looked at on rx free but left there
+        until used (so a driver killed while idle loses none), or the spares a refusal left us
+        with. Empty if there are none (then virt_rx has been asked to notify us of returns)."""
         while not self.spare:
-            self.spare = [io for io, _, _ in self.rx_free.dequeue_many(self.config.batch)][::-1]
-            if not self.spare and not self.rx_free.request_and_recheck():
-                return False
-        return True
+            peeked = [io for io, _, _ in self.rx_free.peek_many(self.config.batch)]
+            if self.rx_free.peek_released:
+                self.spare = peeked[::-1]  # ours now (rare: a peek that met a refused descriptor)
+                continue
+            if peeked or not self.rx_free.request_and_recheck():
+                return peeked[::-1]
+        return self.spare
 
     def rx_return(self) -> None:
         """Read frames while the TAP has them and buffers last; publish each batch and notify."""
-        while self.tap_readable and self.rx_provide():
-            filled = self._read_frames()
+        while self.tap_readable:
+            buffers = self.rx_provide()
+            if not buffers:
+                break
+            filled = self._read_frames(buffers)
+            if buffers is not self.spare:
+                self.rx_free.release(len(filled))  # released just before published: a kill in between loses them
             if filled:
                 self.rx_active.enqueue_many(filled)
                 self.counters["rx_frames"] += len(filled)
@@ -67,12 +76,13 @@ class TapDriver(Component):
                     self.notify(self.config.rx.channel)
         self.counters["rx_spare"] = len(self.spare)
 
-    def _read_frames(self) -> list[tuple]:
-        """Read up to a batch of frames into spare buffers; on finding the TAP empty, ack its irq."""
+    def _read_frames(self, buffers: list[int]) -> list[tuple]:
+        """Read frames into ``buffers`` (taken from their end) until the TAP is empty (then ack
+        its irq); return the filled descriptors."""
         filled = []
-        slot, spare, tap, batch, overflow = self.rx_space.slot, self.spare, self.tap, self.config.batch, self.overflow
-        while spare and len(filled) < batch:
-            io = spare[-1]
+        slot, tap, overflow = self.rx_space.slot, self.tap, self.overflow
+        while buffers:
+            io = buffers[-1]
             buffer = slot(io)
             try:
                 n = os.readv(tap, [buffer, overflow])
@@ -83,7 +93,7 @@ class TapDriver(Component):
             if n > len(buffer):  # a frame longer than a buffer: dropped, the buffer kept for the next
                 self.counters["rx_oversize"] += 1
                 continue
-            spare.pop()
+            buffers.pop()
             filled.append((io, n, 0))
         return filled
 

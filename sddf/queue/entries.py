@@ -139,6 +139,7 @@ class EntryConsumer(_EntryEnd):
         self._take = partial(atomic.ring_take, self._ring, self._staging_ptr)
         #: entries refused so far (consumed, never handed out)
         self.refused = 0
+        self.peek_released = False
 
     @property
     def last_taken(self) -> int:
@@ -181,6 +182,27 @@ class EntryConsumer(_EntryEnd):
                 raise QueueProtocolError(self.name, f"entry at index {index}: {problem[1]}")
             self._advance(count)
         return flat
+
+    def peek_many(self, max_count: int) -> list[tuple]:
+        """Copy up to ``max_count`` entries out *without* releasing them: :meth:`release` then
+        releases those used, so a PD killed before that leaves them queued for its restart
+        instead of lost in its hands. A peek that met refused entries releases them all at once
+        (its entries are then the caller's, ``peek_released``)."""
+        count = self._take(max_count, 0)
+        if count < 0:
+            self._refuse_peer()
+            return []
+        self.peek_released = bool(self._ring.refused)
+        if self.peek_released:
+            self._report_refused()
+            self._advance(self._ring.taken)
+        flat = (self._unpackers.get(count) or self._new_unpacker(count))() if count else ()
+        return list(zip(*[iter(flat)] * self._fmt.fields))
+
+    def release(self, used: int) -> None:
+        """Release the first ``used`` entries of the last :meth:`peek_many` (unless it released them)."""
+        if not self.peek_released:
+            self._advance(used)
 
     def _report_refused(self) -> None:
         """The last batch had entries refused in C (see :class:`sddf.net.queue.NetConsumer`)."""
