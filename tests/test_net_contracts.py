@@ -260,3 +260,27 @@ def test_a_pd_restarted_between_bursts_loses_no_buffer(system: EchoBench, pd: st
         system.run()  # audits every buffer
     for client in (DIRECT, COPIED):
         assert system.echoes(client, 50, b"after") == 50
+
+
+class Killed(BaseException):
+    """A PD killed where it stood (as by kill -9 in the middle of a handler)."""
+
+
+@pytest.mark.parametrize("where", ["tx_free.enqueue_many", "tx_active.release"],
+                         ids=["before returning the buffers", "before releasing the batch"])
+def test_the_driver_killed_while_sending_a_batch_loses_no_buffer(system: EchoBench, where: str) -> None:
+    """Killed in the middle of transmitting, the driver sends the batch again when restarted;
+    a buffer returned twice is refused by virt_tx, so every buffer is still in one place."""
+    assert system.echoes(DIRECT, 8, b"warm") == 8
+    end, method = where.split(".")
+    original = getattr(getattr(system.bench.component("eth_driver"), end), method)
+
+    def killed(*args: object) -> None:
+        original(*args)  # what it did gets done, then the process is gone
+        raise Killed
+    setattr(getattr(system.bench.component("eth_driver"), end), method, killed)
+    with pytest.raises(Killed):
+        system.send([system.to(DIRECT, b"lost? %d" % i) for i in range(20)], audit=False)
+    system.bench.restart("eth_driver")
+    system.run()  # every buffer accounted for again
+    assert system.echoes(DIRECT, 50, b"after") == 50 and system.echoes(COPIED, 20, b"other") == 20

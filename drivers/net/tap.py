@@ -99,8 +99,10 @@ class TapDriver(Component):
 
     # ---- tx -------------------------------------------------------------------------------
     def tx_provide(self) -> None:
-        """Write every frame virt_tx queued, a batch at a time, returning each buffer."""
-        drain(self.tx_active, self.tx_return, self.config.batch)
+        """Write every frame virt_tx queued, a batch at a time, returning each buffer. A batch
+        leaves tx active only once its buffers are back on tx free: a driver killed meanwhile
+        sends it again when restarted, and virt_tx refuses the buffers' second return."""
+        drain(self.tx_active, self.tx_return, self.config.batch, until_handled=True)
 
     def tx_return(self, descs: list[tuple]) -> None:
         """Write a batch of frames to the TAP and give their buffers back on tx free."""
