@@ -271,6 +271,12 @@ def cmd_top(args: argparse.Namespace) -> int:
     return top(lambda req: control(args.system_name, req, args.run_dir), interval=args.interval, once=args.once)
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from sddf.tools.audit import audit
+
+    return audit(lambda req: control(args.system_name, req, args.run_dir), settle_s=args.settle)
+
+
 def _write(path: str | None, text: str) -> None:
     if path:
         with open(path, "w") as f:
@@ -327,6 +333,10 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--interval", type=float, default=1.0, metavar="S", help="refresh period")
     top.add_argument("--once", action="store_true", help="print one table and exit")
     add("status", cmd_status, "print the state of each PD of a running system", running=True)
+    audit = add("audit", cmd_audit, "check that every buffer of a running system is in exactly one place "
+                "(per pool: missing, doubled, foreign); exit status 1 if not", running=True)
+    audit.add_argument("--settle", type=float, default=2.0, metavar="S",
+                       help="look again for up to S seconds while buffers are in flight (default %(default)s)")
     add("counters", cmd_counters, "print each PD's counters (frames, drops, refused descriptors…) "
         "of a running system", running=True)
     swap = add("swap", cmd_swap, "replace a running PD's program by another of the same component "

@@ -139,13 +139,16 @@ class Irq:
 
 @dataclass(frozen=True)
 class QueueInfo:
-    """Where a queue lives, so tools (``sddf top``) can show its occupancy."""
+    """Where a queue lives, so tools (``sddf top``, ``sddf audit``) can read it. ``pools`` are the
+    buffer pools its descriptors name, each ``(pool, base, size)``: addresses base..base+size
+    are the pool's buffers (a net queue whose pools are given is audited)."""
 
     label: str
     region: str
     offset: int
     kind: Literal["net", "blk.req", "blk.resp", "serial"]
     capacity: int
+    pools: tuple[tuple[str, int, int], ...] = ()
 
 
 class SystemDescription:

@@ -187,8 +187,8 @@ def test_unknown_mac_frame_returns_to_driver(echo: EchoSystem) -> None:
     for fd in fds:
         os.close(fd)
     # every rx buffer is accounted for: in the driver's free queue, in its hands, or with clients
-    from sddf.tools.top import _QueueViews
-    views = _QueueViews(*echo.control({"cmd": "queues"}))
+    from sddf.tools.top import QueueViews
+    views = QueueViews(*echo.control({"cmd": "queues"}))
     occupancy = {label: used for label, used, _ in views.rows()}
     in_free = occupancy["net_drv_rx_free"] + occupancy["net_drv_rx_active"]
     held = counters["eth_driver"].get("rx_spare", 0) + counters["net_virt_rx"].get("held_by_clients", 0)

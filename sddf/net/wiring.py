@@ -42,9 +42,10 @@ class Net:
         base = -(-max(used, default=0x4000_0000) // IO_ALIGN) * IO_ALIGN
         return self.sdf.add_mr(MemoryRegion(name, round_to_pages(size), io_addr=base))
 
-    def _pair(self, label: str, producer_of_free: ProtectionDomain, consumer_of_free: ProtectionDomain
-              ) -> tuple[QueuePair, QueuePair]:
-        """A free/active queue pair between two PDs; returns each side's view (channel ids differ)."""
+    def _pair(self, label: str, producer_of_free: ProtectionDomain, consumer_of_free: ProtectionDomain,
+              pools: tuple[tuple[str, int, int], ...]) -> tuple[QueuePair, QueuePair]:
+        """A free/active queue pair between two PDs, carrying buffers of ``pools`` (see
+        :class:`QueueInfo`); returns each side's view (channel ids differ)."""
         size = round_to_pages(queue_size(self.capacity))
         free = self.sdf.add_mr(MemoryRegion(f"{label}_free", size))
         active = self.sdf.add_mr(MemoryRegion(f"{label}_active", size))
@@ -52,7 +53,7 @@ class Net:
             pd.add_map(Map(free, "rw"))
             pd.add_map(Map(active, "rw"))
         for mr in (free, active):
-            self.sdf.add_queue(QueueInfo(mr.name, mr.name, 0, "net", self.capacity))
+            self.sdf.add_queue(QueueInfo(mr.name, mr.name, 0, "net", self.capacity, pools))
         ch = self.sdf.add_channel(Channel(producer_of_free, consumer_of_free))
         return (QueuePair(free.name, active.name, self.capacity, ch.pd_a_id),
                 QueuePair(free.name, active.name, self.capacity, ch.pd_b_id))
@@ -62,20 +63,22 @@ class Net:
         rx_data = self._io_region("net_rx_data", data_size)
         self.driver.add_map(Map(rx_data, "rw"))
         self.virt_rx.add_map(Map(rx_data, "r"))
-        virt_rx_drv, drv_rx = self._pair("net_drv_rx", self.virt_rx, self.driver)
-        drv_tx, virt_tx_drv = self._pair("net_drv_tx", self.driver, self.virt_tx)
+        tx_regions = [self._io_region(f"net_tx_data_{client.name}", data_size) for client, *_ in self.clients]
+        virt_rx_drv, drv_rx = self._pair("net_drv_rx", self.virt_rx, self.driver, _pool(rx_data, rx_data.io_addr))
+        drv_tx, virt_tx_drv = self._pair("net_drv_tx", self.driver, self.virt_tx,
+                                         sum((_pool(mr, mr.io_addr) for mr in tx_regions), ()))
         rx_ports, tx_ports, tx_datas = [], [], []
-        for i, (client, copier, mac, ip) in enumerate(self.clients):
+        for (client, copier, mac, ip), tx_data in zip(self.clients, tx_regions):
             name = client.name
-            tx_data = self._io_region(f"net_tx_data_{name}", data_size)
             client.add_map(Map(tx_data, "rw"))
             self.driver.add_map(Map(tx_data, "r"))
             tx_datas.append(DataRegion(tx_data.name, tx_data.io_addr, tx_data.size))
-            virt_tx_view, client_tx = self._pair(f"net_tx_{name}", self.virt_tx, client)
+            virt_tx_view, client_tx = self._pair(f"net_tx_{name}", self.virt_tx, client, _pool(tx_data, 0))
             tx_ports.append(NetClientPort(name, virt_tx_view, mac, DataRegion("", tx_data.io_addr, tx_data.size)))
             receiver = copier if copier is not None else client
             receiver.add_map(Map(rx_data, "r"))
-            receiver_view, virt_rx_view = self._pair(f"net_rx_{receiver.name}", receiver, self.virt_rx)
+            receiver_view, virt_rx_view = self._pair(f"net_rx_{receiver.name}", receiver, self.virt_rx,
+                                                     _pool(rx_data, 0))
             rx_ports.append(NetClientPort(name, virt_rx_view, mac))
             if copier is None:
                 client_rx, client_rx_data = receiver_view, DataRegion(rx_data.name, rx_data.io_addr, rx_data.size)
@@ -83,7 +86,7 @@ class Net:
                 private = self.sdf.add_mr(MemoryRegion(f"net_rx_data_{name}", data_size))
                 copier.add_map(Map(private, "rw"))
                 client.add_map(Map(private, "rw"))
-                client_rx, copier_side = self._pair(f"net_rx_{name}", client, copier)
+                client_rx, copier_side = self._pair(f"net_rx_{name}", client, copier, _pool(private, 0))
                 client_rx_data = DataRegion(private.name, 0, private.size)
                 copier.config.update(asdict(NetCopierConfig(
                     receiver_view, DataRegion(rx_data.name, rx_data.io_addr, rx_data.size),
@@ -98,3 +101,8 @@ class Net:
         self.virt_rx.config.update(asdict(NetVirtRxConfig(
             virt_rx_drv, DataRegion(rx_data.name, rx_data.io_addr, rx_data.size), rx_ports, self.batch)))
         self.virt_tx.config.update(asdict(NetVirtTxConfig(virt_tx_drv, tx_ports, self.batch)))
+
+
+def _pool(region: MemoryRegion, base: int) -> tuple[tuple[str, int, int]]:
+    """The buffer pool a data region holds, as a queue names its buffers (from ``base``)."""
+    return ((region.name, base, region.size),)

@@ -38,7 +38,7 @@ def occupancy(ptr: atomic.Pointer, offset: int, kind: str) -> int:
     return (load(ptr, offset + tail_off) - load(ptr, offset + head_off)) & ((1 << bits) - 1)
 
 
-class _QueueViews:
+class QueueViews:
     """Read-only maps of the regions that hold queues."""
 
     def __init__(self, reply: dict[str, Any], fds: list[int]) -> None:
@@ -49,12 +49,16 @@ class _QueueViews:
             os.close(fd)
         self.ptrs = [atomic.pointer(m) for m in self.maps]
 
+    def view(self, queue: dict[str, Any]) -> memoryview:
+        """The bytes of ``queue`` (one of :attr:`queues`), read-only."""
+        return memoryview(self.maps[queue["fd_index"]])[queue["offset"]:]
+
     def rows(self) -> list[tuple[str, int, int]]:
         return [(q["label"], occupancy(self.ptrs[q["fd_index"]], q["offset"], q["kind"]), q["capacity"])
                 for q in self.queues]
 
 
-def _render(status: dict[str, Any], procs: dict[int, psutil.Process], views: _QueueViews) -> Group:
+def _render(status: dict[str, Any], procs: dict[int, psutil.Process], views: QueueViews) -> Group:
     pds = Table(title=f"system {status['system']!r}")
     for col in ("PD", "state", "pid", "CPU %", "restarts", "program"):
         pds.add_column(col)
@@ -78,7 +82,7 @@ def _render(status: dict[str, Any], procs: dict[int, psutil.Process], views: _Qu
 
 
 def top(control: Control, interval: float = 1.0, once: bool = False) -> int:
-    views = _QueueViews(*control({"cmd": "queues"}))
+    views = QueueViews(*control({"cmd": "queues"}))
     procs: dict[int, psutil.Process] = {}
     console = Console()
     if once:
