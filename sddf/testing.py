@@ -18,7 +18,6 @@ the dead instance held privately survives).
 """
 from __future__ import annotations
 
-import os
 import socket
 from collections import Counter
 from dataclasses import dataclass
@@ -83,7 +82,7 @@ class Bench:
         ours.setblocking(False)
         theirs.setblocking(False)
         self._peers[source] = ours
-        return os.dup(theirs.detach())
+        return theirs.detach()  # the monitor owns (and closes) the device fd
 
     def frames(self, driver: str) -> socket.socket:
         """The host side of ``driver``'s fake TAP: send frames to it, receive what it transmits."""
