@@ -136,7 +136,8 @@ def machine_for(kind: QueueKind) -> type[RuleBasedStateMachine]:
         if kind.flag_offset is None:
             @rule(end=ENDS)
             def no_protocol(self, end: str) -> None:
-                for call in (self.ends[end].request_signal, self.ends[end].signal_needed):
+                for call in (self.ends[end].request_signal, self.ends[end].signal_needed,
+                             self.ends[end].signal_requested):
                     with pytest.raises(TypeError):
                         call()
         else:

@@ -94,6 +94,7 @@ class RingEnd:
         r = self._ring
         r.flag_offset = layout.flag_offset
         ptr, offset = self._ptr, layout.flag_offset
+        self.signal_requested = lambda: atomic.load_acquire_u32(ptr, offset) == 0  # type: ignore[method-assign]
         if producer == layout.flag_waiter_is_producer:  # this end waits: it requests signals
             self.request_signal: Callable[[], None] = partial(atomic.store_release_u32, ptr, offset, 0)
             self.cancel_signal: Callable[[], None] = partial(atomic.store_release_u32, ptr, offset, 1)
@@ -117,8 +118,7 @@ class RingEnd:
 
     def signal_requested(self) -> bool:
         """Whether the waiting end's request for a signal is standing (the flag is 0)."""
-        offset = self._ring.flag_offset
-        return atomic.load_acquire_u32(self._ptr, offset) == 0
+        raise TypeError(f"queue {self.name!r}: this kind of queue has no signal flag")
 
     def request_and_recheck(self) -> bool:
         """Before sleeping: request a signal, fence, re-check. True → work appeared (entries for
