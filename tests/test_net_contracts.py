@@ -284,3 +284,13 @@ def test_the_driver_killed_while_sending_a_batch_loses_no_buffer(system: EchoBen
     system.bench.restart("eth_driver")
     system.run()  # every buffer accounted for again
     assert system.echoes(DIRECT, 50, b"after") == 50 and system.echoes(COPIED, 20, b"other") == 20
+
+
+def test_every_queue_can_hold_every_buffer_it_carries(system: EchoBench) -> None:
+    """The driver's tx queues carry every client's tx buffers: sized like that (as sdfgen sizes
+    them), no return can find its queue full. A killed virt_tx once left the driver holding more
+    than its tx free queue could take back, and the buffers that did not fit were lost."""
+    for q in system.bench.sdf.queues:
+        buffers = sum(size for _, _, size in q.pools) // 2048
+        assert q.capacity >= buffers, f"{q.label}: capacity {q.capacity} for {buffers} buffers"
+    assert {q.capacity for q in system.bench.sdf.queues if q.label.startswith("net_drv_tx")} == {1024}

@@ -16,6 +16,9 @@ from the environment when not given):
                                                                      ($ECHO_COPIERS=1, default 0)
 * ``batch``   descriptors every net component moves per pass before it notifies and goes on;
               the queue capacity (512) makes passes uncapped         ($ECHO_BATCH, default 64)
+* ``restart`` every PD restarts when it faults, up to 10 000 times a minute (bench/soak.py kills
+              them at random), else the default: a fault stops the system
+                                                                     ($ECHO_RESTART=1, default 0)
 
 ``ECHO_CLIENTS=2 ECHO_COPIERS=1 sddf run bench/systems/echo_n.py``
 """
@@ -30,6 +33,8 @@ from sddf.system import ProtectionDomain, SystemDescription
 MAX_CLIENTS = 16
 CAPACITY = 512  # descriptors per net queue (Sddf.Net's default)
 CLIENTS_ENV, CLIENT_ENV, COPIERS_ENV, BATCH_ENV = "ECHO_CLIENTS", "ECHO_CLIENT", "ECHO_COPIERS", "ECHO_BATCH"
+RESTART_ENV = "ECHO_RESTART"
+SOAK_MAX_RESTARTS, SOAK_RESTART_WINDOW_S = 10_000, 60.0  # with ``restart``: a soak never runs out
 PROGRAMS = {"app": "sddf.apps.echo_server:EchoServer", "reflector": "sddf.apps.echo_server:InStackEchoServer"}
 
 
@@ -42,22 +47,24 @@ def client_mac(i: int) -> bytes:
 
 
 def env(n: int | None = None, client: str | None = None, copiers: bool | None = None,
-        batch: int | None = None) -> dict[str, str]:
+        batch: int | None = None, restart: bool | None = None) -> dict[str, str]:
     """The environment that makes ``system()`` (run by ``sddf run``) build this variant."""
     given = {CLIENTS_ENV: n, CLIENT_ENV: client, COPIERS_ENV: None if copiers is None else int(copiers),
-             BATCH_ENV: batch}
+             BATCH_ENV: batch, RESTART_ENV: None if restart is None else int(restart)}
     return {name: str(value) for name, value in given.items() if value is not None}
 
 
 def system(n: int | None = None, tap: str = "sddf0", client: str | None = None, copiers: bool | None = None,
-           batch: int | None = None) -> SystemDescription:
+           batch: int | None = None, restart: bool | None = None) -> SystemDescription:
     """An echo system of ``n`` ``client`` programs (``app``/``reflector``), all behind copiers or all
-    direct, every net component moving at most ``batch`` descriptors per pass; unset → environment."""
+    direct, every net component moving at most ``batch`` descriptors per pass, every PD restarted
+    when it faults if ``restart``; unset → environment."""
     get = os.environ.get
     n = int(get(CLIENTS_ENV, "1")) if n is None else n
     client = get(CLIENT_ENV, "app") if client is None else client
     copiers = get(COPIERS_ENV, "0") not in ("", "0") if copiers is None else copiers
     batch = int(get(BATCH_ENV, str(BATCH))) if batch is None else batch
+    restart = get(RESTART_ENV, "0") not in ("", "0") if restart is None else restart
     if not 1 <= n <= MAX_CLIENTS:
         raise ValueError(f"echo_n: {n} clients: choose 1..{MAX_CLIENTS}")
     if client not in PROGRAMS:
@@ -82,4 +89,7 @@ def system(n: int | None = None, tap: str = "sddf0", client: str | None = None, 
         timer.add_client(pd)
     net.connect()
     timer.connect()
+    if restart:
+        for pd in sdf.pds:
+            pd.fault_policy, pd.max_restarts, pd.restart_window_s = "restart", SOAK_MAX_RESTARTS, SOAK_RESTART_WINDOW_S
     return sdf

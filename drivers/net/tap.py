@@ -118,6 +118,8 @@ class TapDriver(Component):
             except OSError:
                 self.counters["tx_dropped"] += 1
         self.counters["tx_frames"] += sent
-        self.tx_free.enqueue_many([(io, 0, oid) for io, _, oid in descs])
+        returned = self.tx_free.enqueue_many([(io, 0, oid) for io, _, oid in descs])
+        if returned < len(descs):  # tx free holds every tx buffer: only a misbehaving virt_tx fills it
+            self.counters["tx_free_full"] += len(descs) - returned
         if self.tx_free.signal_needed():
             self.notify(self.config.tx.channel)

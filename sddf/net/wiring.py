@@ -45,18 +45,22 @@ class Net:
     def _pair(self, label: str, producer_of_free: ProtectionDomain, consumer_of_free: ProtectionDomain,
               pools: tuple[tuple[str, int, int], ...]) -> tuple[QueuePair, QueuePair]:
         """A free/active queue pair between two PDs, carrying buffers of ``pools`` (see
-        :class:`QueueInfo`); returns each side's view (channel ids differ)."""
-        size = round_to_pages(queue_size(self.capacity))
+        :class:`QueueInfo`), each queue able to hold every one of them (as sdfgen sizes the
+        virtualiser ↔ driver queues: a queue that cannot take a returned buffer would lose it);
+        returns each side's view (channel ids differ)."""
+        buffers = sum(size for _, _, size in pools) // NET_BUFFER_SIZE
+        capacity = max(self.capacity, 1 << (buffers - 1).bit_length())  # net capacities are powers of two
+        size = round_to_pages(queue_size(capacity))
         free = self.sdf.add_mr(MemoryRegion(f"{label}_free", size))
         active = self.sdf.add_mr(MemoryRegion(f"{label}_active", size))
         for pd in (producer_of_free, consumer_of_free):
             pd.add_map(Map(free, "rw"))
             pd.add_map(Map(active, "rw"))
         for mr in (free, active):
-            self.sdf.add_queue(QueueInfo(mr.name, mr.name, 0, "net", self.capacity, pools))
+            self.sdf.add_queue(QueueInfo(mr.name, mr.name, 0, "net", capacity, pools))
         ch = self.sdf.add_channel(Channel(producer_of_free, consumer_of_free))
-        return (QueuePair(free.name, active.name, self.capacity, ch.pd_a_id),
-                QueuePair(free.name, active.name, self.capacity, ch.pd_b_id))
+        return (QueuePair(free.name, active.name, capacity, ch.pd_a_id),
+                QueuePair(free.name, active.name, capacity, ch.pd_b_id))
 
     def connect(self) -> None:
         data_size = self.capacity * NET_BUFFER_SIZE
