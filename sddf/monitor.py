@@ -249,7 +249,7 @@ class Monitor:
         reason, st.killed_for = st.killed_for or reason, ""
         st.last_fault = reason
         st.state = "faulted"
-        self.log(f"PD {st.pd.name} faulted: {reason}" + (f"\n{report}" if report else ""))
+        self._log_fault(st, reason, report)
         self._fail_calls_into(st.pd.name)
         if st.pd.parent is not None:
             self._ask_parent(st, reason)
@@ -266,6 +266,9 @@ class Monitor:
                          f"{st.pd.restart_window_s:g}s; stopping the system")
             self.exit_code = 1
             self.stop()
+
+    def _log_fault(self, st: PdState, reason: str, report: str) -> None:
+        self.log(f"PD {st.pd.name} faulted: {reason}" + (f"\n{report}" if report else ""))
 
     def _watchdog(self, now: float) -> float | None:
         """Kill each running PD whose heartbeat has stayed odd (in a handler) for longer than its
@@ -367,7 +370,7 @@ class Monitor:
             if st.proc.poll() is not None:
                 st.expected_exit = True
                 reason, report = self._collect(st)
-                self.log(f"PD {st.pd.name} faulted: {reason}" + (f"\n{report}" if report else ""))
+                self._log_fault(st, reason, report)
                 return f"faulted in init: {reason}"
             if sequence(st.stats.view) != st.stats_at_spawn:
                 return None

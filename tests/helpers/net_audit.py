@@ -20,10 +20,11 @@ class NetAudit:
     def __init__(self, bench: Bench, driver: str = "eth_driver", virt_rx: str = "net_virt_rx",
                  virt_tx: str = "net_virt_tx") -> None:
         self.bench, self.driver, self.virt_rx, self.virt_tx = bench, driver, virt_rx, virt_tx
-        rx = typed(NetVirtRxConfig, bench.sdf.pd(virt_rx).config, virt_rx).data
-        self.rx_pool = (rx.map, rx.io_addr, rx.size)
+        pools = {q.region: q.pools for q in bench.sdf.queues}  # as each queue names its buffers
+        rx = typed(NetVirtRxConfig, bench.sdf.pd(virt_rx).config, virt_rx)
+        (self.rx_pool,) = pools[rx.driver.free]  # in io addresses, as virt_rx returns them to the driver
         tx = typed(NetVirtTxConfig, bench.sdf.pd(virt_tx).config, virt_tx)
-        self.tx_pools = {p.name: (f"net_tx_data_{p.name}", 0, p.data.size) for p in tx.clients}  # type: ignore[union-attr]
+        self.tx_pools = {p.name: pools[p.queues.free][0] for p in tx.clients}  # offsets, as clients name them
 
     def audit(self) -> Audit:
         audit = Audit()
