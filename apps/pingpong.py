@@ -39,7 +39,8 @@ class _End(Component):
         free, active = attach(self.name, self.regions["free"], self.regions["active"], self.config.capacity,
                               BufferSpace([(0, self.data)]), self.refuse)
         self.incoming, self.outgoing = (free, active) if self.produces_active else (active, free)
-        if free.index == 0 and active.index == 0:  # a fresh system (after a restart they are in flight)
+        self.ledger.track(free, active)
+        if self.ledger.fresh:  # after a restart they are in flight
             self.first_buffers()
         self.notified(self.config.peer)  # what arrived while we were down, and a signal requested
 

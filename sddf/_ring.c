@@ -63,14 +63,21 @@ long ring_refresh(sddf_ring *r)
     return ring_used(r, peer);
 }
 
-/* Publish count entries (producer) or release them (consumer) with one store-release. */
-void ring_advance(sddf_ring *r, uint32_t count)
+static void ring_store_own(sddf_ring *r)
 {
-    r->own = (r->own + count) & ring_mask(r);
     if (r->index_bits == 16)
         __atomic_store_n((uint16_t *)(r->header + r->own_offset), (uint16_t)r->own, __ATOMIC_RELEASE);
     else
         __atomic_store_n((uint32_t *)(r->header + r->own_offset), r->own, __ATOMIC_RELEASE);
+}
+
+/* Publish count entries (producer) or release them (consumer) with one store-release; a staged
+   ring only moves its private index (its ledger publishes it). */
+void ring_advance(sddf_ring *r, uint32_t count)
+{
+    r->own = (r->own + count) & ring_mask(r);
+    if (!r->staged)
+        ring_store_own(r);
 }
 
 static void ring_copy(sddf_ring *r, uint8_t *dst, const uint8_t *src, uint32_t count, int out)
@@ -193,4 +200,58 @@ long ring_request_recheck(sddf_ring *r)
 int ring_claim_signal(sddf_ring *r)
 {
     return flag_claim_u32(r->header, r->flag_offset);
+}
+
+/* The ledger's layout (sddf/ledger.py states it once for Python): u64 count of valid journal
+   entries at 0, entries from LEDGER_ENTRIES. */
+#define LEDGER_ENTRIES 64
+typedef struct {
+    uint32_t region, offset, width, reserved;
+    uint64_t value;
+} ledger_entry;
+
+/* Write a commit's journal: the private index of every ring that moved since it was published
+   (where it lives: its ledger_region/offset) and each dirty word (region 0, offset = its index);
+   then make it valid with one store-release of the count. Returns the entry count (0: nothing
+   to commit), or -1 if it would not fit the capacity (nothing written). */
+long ledger_journal(uint8_t *ledger, uint32_t capacity, sddf_ring *const *rings, uint32_t nrings,
+                    const uint64_t *words, const uint32_t *dirty, uint32_t ndirty)
+{
+    ledger_entry *entries = (ledger_entry *)(ledger + LEDGER_ENTRIES);
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < nrings; i++) {
+        const sddf_ring *r = rings[i];
+        if (r->own == r->published)
+            continue;
+        if (n == capacity)
+            return -1;
+        entries[n++] = (ledger_entry){r->ledger_region, r->ledger_offset, r->index_bits / 8, 0, r->own};
+    }
+    for (uint32_t i = 0; i < ndirty; i++) {
+        if (n == capacity)
+            return -1;
+        entries[n++] = (ledger_entry){0, dirty[i], 8, 0, words[dirty[i]]};
+    }
+    if (n)
+        __atomic_store_n((uint64_t *)ledger, (uint64_t)n, __ATOMIC_RELEASE);
+    return n;
+}
+
+/* Apply the journalled commit: publish each moved ring index, store each dirty word (clearing
+   its dirty flag), then clear the journal (count 0). */
+void ledger_apply(uint8_t *ledger, sddf_ring *const *rings, uint32_t nrings, uint64_t *ledger_words,
+                  const uint64_t *words, const uint32_t *dirty, uint32_t ndirty, uint8_t *dirty_flags)
+{
+    for (uint32_t i = 0; i < nrings; i++) {
+        sddf_ring *r = rings[i];
+        if (r->own != r->published) {
+            ring_store_own(r);
+            r->published = r->own;
+        }
+    }
+    for (uint32_t i = 0; i < ndirty; i++) {
+        __atomic_store_n(ledger_words + dirty[i], words[dirty[i]], __ATOMIC_RELEASE);
+        dirty_flags[dirty[i]] = 0;
+    }
+    __atomic_store_n((uint64_t *)ledger, 0, __ATOMIC_RELEASE);
 }

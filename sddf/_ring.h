@@ -38,6 +38,10 @@ typedef struct {
     uint32_t refused;        /* of those, refused (not handed out) */
     uint64_t bad_io;         /* the first refused descriptor of that batch */
     uint32_t bad_len, bad_oid, bad_position;
+    /* a ring tracked by its PD's ledger (sddf/ledger.py) stages its index: ring_advance moves
+       `own` only, and ledger_apply publishes it; where its index lives, for the journal */
+    uint32_t staged, published;
+    uint32_t ledger_region, ledger_offset;
 } sddf_ring;
 
 long ring_refresh(sddf_ring *r);
@@ -46,3 +50,10 @@ long ring_take(sddf_ring *r, uint8_t *dst, uint32_t max_count, int commit);
 long ring_put(sddf_ring *r, const uint8_t *src, uint32_t count);
 long ring_request_recheck(sddf_ring *r);
 int ring_claim_signal(sddf_ring *r);
+
+/* A PD's ledger: its commits are journalled (new ring indices and words) before they are applied,
+   so a PD killed mid-commit finds the journal and applies it again when restarted. */
+long ledger_journal(uint8_t *ledger, uint32_t capacity, sddf_ring *const *rings, uint32_t nrings,
+                    const uint64_t *words, const uint32_t *dirty, uint32_t ndirty);
+void ledger_apply(uint8_t *ledger, sddf_ring *const *rings, uint32_t nrings, uint64_t *ledger_words,
+                  const uint64_t *words, const uint32_t *dirty, uint32_t ndirty, uint8_t *dirty_flags);

@@ -31,6 +31,9 @@ ring_take = lib.ring_take
 ring_put = lib.ring_put
 ring_request_recheck = lib.ring_request_recheck  # request a signal, fence, re-check (the waiting end)
 ring_claim_signal = lib.ring_claim_signal  # fence, then take a requested signal (the signalling end)
+# a PD's ledger: journal a commit, then apply it (sddf/ledger.py)
+ledger_journal = lib.ledger_journal
+ledger_apply = lib.ledger_apply
 NULL = ffi.NULL
 
 LOADS = {16: load_acquire_u16, 32: load_acquire_u32, 64: load_acquire_u64}
@@ -45,6 +48,16 @@ def new_ring() -> Any:
 def new_spans(spans: list[tuple[int, int]]) -> Any:
     """An ``sddf_span`` array of (lowest, highest) buffer addresses for a ring's net check."""
     return ffi.new("sddf_span[]", [{"lo": lo, "hi": hi} for lo, hi in spans])
+
+
+def new_ring_list(rings: list[Any]) -> Any:
+    """An ``sddf_ring *`` array of ``rings`` (each kept alive by its owner)."""
+    return ffi.new("sddf_ring *[]", rings)
+
+
+def address(ptr: Pointer) -> int:
+    """Where a pointer points, as a number."""
+    return int(ffi.cast("uintptr_t", ptr))
 
 
 def pointer(buffer: Any) -> Pointer:

@@ -24,6 +24,7 @@ import msgpack
 
 from sddf import atomic
 from sddf.config import ChannelGrant, PdConfig, typed
+from sddf.ledger import Ledger, ledger_size
 from sddf.shm import Region
 from sddf.channel import ChannelEnd, ChannelEndFds, Waiter, check_sent
 from sddf.ppc import Callee, Caller, MalformedCall, PPC_CALLEE_FAULTED, PPC_MALFORMED
@@ -87,6 +88,11 @@ class Component:
         self.counters: Counter[str] = Counter()
         self.__stats_page = Region.from_fd("stats", pd.stats_fd, STATS_SIZE, True) if pd.stats_fd >= 0 else None
         self.__stats = StatsWriter(self.__stats_page.view) if self.__stats_page else None
+        ledger_page = Region.from_fd("ledger", pd.ledger_fd, ledger_size(pd.ledger_words), True) if pd.ledger_fd >= 0 else None
+        #: its ledger: the queue ends it tracks commit together, and its words survive a restart (sddf.ledger)
+        self.ledger = Ledger(pd.name, ledger_page.view if ledger_page else bytearray(ledger_size(pd.ledger_words)),
+                             pd.ledger_words, self.regions)
+        self.__ledger_page = ledger_page  # the mapping lives as long as the component
         self.__published: dict[str, int] = {}
         self.__published_at = 0.0
         #: the heartbeat: the loop stores the next odd number on entering handlers, the next even one
@@ -151,6 +157,7 @@ class Component:
         send = self._sends.get(ch)
         if send is None:
             self.__no_channel(ch)
+        self.ledger.commit()  # what it tells of is published first
         status = send()
         if status < 0:
             check_sent(status, self.__channels[ch].notifier.eventfd)
@@ -162,6 +169,14 @@ class Component:
         if ch not in self._sends:
             self.__no_channel(ch)
         self.__outbox.add(ch)
+
+    def wake_peers(self, *channels: int) -> None:
+        """After a restart, notify the peers on ``channels`` once the handler returns: the dead
+        instance may have claimed a signal one of them asked for and died before sending it (a
+        spurious notification is harmless: a peer re-examines its queues). Nothing on a first start."""
+        if not self.ledger.fresh:
+            for ch in channels:
+                self.deferred_notify(ch)
 
     def __no_channel(self, ch: int) -> NoReturn:
         raise GrantError(f"PD {self.name!r} has no channel {ch} (it has: {sorted(self.__channels)})")
@@ -207,18 +222,22 @@ class Component:
         # the heartbeat is odd while handlers run (the monitor's watchdog reads it)
         wait, notified, flush, outbox = self._waiter.wait, self.notified, self.__flush, self.__outbox
         publish, published, unchanged = self.__publish_stats, self.__published, dict.__eq__
+        commit = self.ledger.commit
         while True:
             ready = wait(None if unchanged(self.counters, published) else publish())
             beat(next(entering))
             for ch in ready:
                 notified(ch)
+                commit()
                 if outbox:
                     flush()
             beat(next(leaving))
 
     def start(self) -> None:
-        """Run ``init`` and send what it deferred."""
+        """Run ``init``, commit what it moved (a first ``init`` marks the ledger started) and
+        send what it deferred."""
         self.init()
+        self.ledger.started()
         self.__flush()
 
     def handle_pending(self) -> list[int]:
@@ -227,6 +246,7 @@ class Component:
         handled = self._waiter.wait(0)
         for ch in handled:
             self.notified(ch)
+            self.ledger.commit()
             self.__flush()
         return handled
 
@@ -272,12 +292,14 @@ class Component:
         """Answer a PPC as the loop does: ``protected``, then send what it deferred (how
         ``sddf.testing`` makes calls in-process)."""
         reply = self.protected(ch, label, mrs)
+        self.ledger.commit()
         self.__flush()
         return reply
 
     def __child_fault(self, sock: socket.socket) -> None:
         child, reason = msgpack.unpackb(sock.recv(FAULT_MESSAGE_MAX))
         sock.sendall(msgpack.packb(bool(self.fault(child, reason))))
+        self.ledger.commit()
         self.__flush()
 
     def __flush(self) -> None:

@@ -61,6 +61,8 @@ class PdConfig:
     cpu: int | None
     fault_fd: int
     stats_fd: int = -1
+    ledger_fd: int = -1  # its ledger (sddf.ledger), kept across its restarts
+    ledger_words: int = 0
     child_faults_fd: int = -1  # a parent PD learns of its children's faults here
     regions: dict[str, RegionGrant] = field(default_factory=dict)
     channels: dict[int, ChannelGrant] = field(default_factory=dict)
@@ -71,7 +73,7 @@ class PdConfig:
 
     def fds(self) -> list[int]:
         """Every fd this PD must inherit."""
-        out = [self.fault_fd, self.stats_fd, self.child_faults_fd] + [r.fd for r in self.regions.values()] + list(self.irqs.values())
+        out = [self.fault_fd, self.stats_fd, self.ledger_fd, self.child_faults_fd] + [r.fd for r in self.regions.values()] + list(self.irqs.values())
         for c in self.channels.values():
             out += [c.recv_eventfd, c.send_eventfd, c.words_fd]
             if c.call is not None:

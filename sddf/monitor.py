@@ -33,6 +33,7 @@ from sddf.runtime import FAULT_EXIT
 from sddf.shm import Backend, Region
 from sddf.channel import channel_pair
 from sddf.ppc import CallPath
+from sddf.ledger import ledger_size
 from sddf.stats import PUBLISH_SIGNAL, STATS_SIZE, heartbeat, read_stats, sequence
 from sddf.system import Channel, ProtectionDomain, SystemDescription, load_program
 
@@ -93,6 +94,7 @@ class PdState:
     state: str = "stopped"
     stats: Region | None = None
     stats_at_spawn: int = 0  # its stats page's sequence when it was spawned: unchanged while it starts
+    ledger: Region | None = None  # kept across its restarts (sddf.ledger)
     restarts: Restarts = field(default_factory=lambda: Restarts(0, 1.0))  # the monitor sets the PD's own
     restart_at: float | None = None
     expected_exit: bool = False
@@ -158,8 +160,10 @@ class Monitor:
                 configs[pd.name].child_faults_fd = theirs.fileno()
         for pd in self.sdf.pds:
             stats = Region.create(f"stats:{pd.name}", STATS_SIZE)
-            configs[pd.name].stats_fd = stats.fd
-            self.pds[pd.name] = PdState(pd, configs[pd.name], pd.program, stats=stats,
+            ledger = Region.create(f"ledger:{pd.name}", ledger_size(pd.ledger_words))
+            configs[pd.name].stats_fd, configs[pd.name].ledger_fd = stats.fd, ledger.fd
+            configs[pd.name].ledger_words = pd.ledger_words
+            self.pds[pd.name] = PdState(pd, configs[pd.name], pd.program, stats=stats, ledger=ledger,
                                         restarts=Restarts(pd.max_restarts, pd.restart_window_s))
 
     def _wire_channel(self, ch: Channel, configs: dict[str, PdConfig]) -> None:
@@ -525,9 +529,10 @@ class Monitor:
             region.close()
         self.regions.clear()
         for st in self.pds.values():
-            if st.stats is not None:
-                st.stats.close()
-                st.stats = None
+            for page in (st.stats, st.ledger):
+                if page is not None:
+                    page.close()
+            st.stats = st.ledger = None
         self._epoll.close()
 
 

@@ -25,6 +25,7 @@ MAX_PRIORITY = 254
 MAX_NAME = 64  # system, PD and region names: they end up in file, socket and process names
 MAX_REGION_SIZE_ENV = "SDDF_MAX_REGION_SIZE"
 DEFAULT_MAX_REGION_SIZE = 16 << 30
+MAX_LEDGER_WORDS = 1 << 20
 SIZE_SUFFIXES = {"K": 10, "M": 20, "G": 30, "T": 40}
 SEND_ERRORS = (TypeError, ValueError, OverflowError)  # what msgpack (or dataclasses.asdict) raises
 FaultPolicy = Literal["stop", "restart"]
@@ -77,6 +78,7 @@ class ProtectionDomain:
     watchdog_s: float | None = None  # a handler running longer than this is a fault (None: never)
     allow: tuple[str, ...] = ()  # what it may do after init: "files", "sockets", "exec" (sddf.sandbox)
     memory_bytes: int | None = None  # a cap on its private memory (shared regions do not count)
+    ledger_words: int = 0  # words of state its ledger keeps across restarts (sddf.ledger; set by wiring)
     config: dict[str, Any] = field(default_factory=dict)
     maps: list[Map] = field(default_factory=list)
     children: dict[int, "ProtectionDomain"] = field(default_factory=dict)
@@ -403,6 +405,8 @@ def _check_pd(pd: ProtectionDomain, regions: list[MemoryRegion]) -> list[str]:
     if set(pd.allow) - set(ALLOWABLE):
         problems.append(f"PD {pd.name!r}: allow {sorted(set(pd.allow) - set(ALLOWABLE))} is not among "
                         f"{sorted(ALLOWABLE)}")
+    if not 0 <= pd.ledger_words <= MAX_LEDGER_WORDS:
+        problems.append(f"PD {pd.name!r}: ledger_words {pd.ledger_words} must be in [0, {MAX_LEDGER_WORDS}]")
     if pd.memory_bytes is not None and pd.memory_bytes <= 0:
         problems.append(f"PD {pd.name!r}: memory_bytes {pd.memory_bytes} must be positive")
     if pd.max_restarts < 0 or pd.restart_window_s <= 0:

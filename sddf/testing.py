@@ -9,7 +9,9 @@ call runs the callee's ``protected`` directly. Every notify is recorded (:attr:`
 
 A test can stall a PD (it gets no notifications, as under ``kill -STOP``), resume it, and
 kill it and start a fresh instance on the same grants (as a restart after ``kill -9``: nothing
-the dead instance held privately survives).
+the dead instance held privately survives). :meth:`Bench.kill_at` kills a PD in the middle of
+its work instead: just before its n-th write to shared memory (a queue move, a signal flag, a
+step of its ledger's commit, a notify), as a ``kill -9`` at that instruction would.
 
     bench = Bench(echo_system())
     bench.start()
@@ -23,6 +25,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from sddf import atomic
 from sddf.component import Component
 from sddf.devices import open_device, parse_source
 from sddf.monitor import Monitor
@@ -30,6 +33,15 @@ from sddf.system import SystemDescription, load_program
 
 FRAME_SOCKET_BUFFER = 4 * 1024 * 1024
 MAX_STEPS = 100_000
+
+
+#: the C calls through which a PD changes shared memory (queue moves, signal flags, its ledger)
+SHARED_WRITES = ("ring_put", "ring_take", "ring_advance", "ring_request_recheck", "ring_claim_signal",
+                 "store_release_u32", "ledger_journal", "ledger_apply")
+
+
+class Killed(BaseException):
+    """A PD killed where it stood by :meth:`Bench.kill_at` (no component code may catch it)."""
 
 
 class BenchError(AssertionError):
@@ -69,6 +81,14 @@ class Bench:
         self.notifies: list[Notify] = []
         self._peer_of = {(ch.pd_a.name, ch.pd_a_id): ch.pd_b.name for ch in sdf.channels}
         self._peer_of.update({(ch.pd_b.name, ch.pd_b_id): ch.pd_a.name for ch in sdf.channels})
+        self._running: str | None = None  # the PD whose code runs now
+        self._victim: str | None = None   # the PD kill_at armed, and its writes left before dying
+        self._writes_left = 0
+        self._unpatched: dict[str, Any] = {}
+        #: PDs killed by kill_at, in order
+        self.killed: list[str] = []
+        #: shared-memory writes per PD, counted for PDs started since the first kill_at
+        self.writes: Counter[str] = Counter()
 
     # ---- devices ------------------------------------------------------------------------
     def _device(self, source: str) -> int:
@@ -110,13 +130,68 @@ class Bench:
             callee_ch = next(ch_ for (pd, ch_), peer in self._peer_of.items() if pd == callee and peer == name)
             component._calls[ch] = _DirectCall(self, callee, callee_ch)  # type: ignore[assignment]
         self.components[name] = component
-        component.start()
+        self._run_as(name, component.start)
         return component
+
+    def _run_as(self, name: str, work: Callable[[], Any]) -> Any:
+        """Run ``name``'s code; a kill_at that fires in it leaves ``name`` dead (returns None)."""
+        self._running = name
+        try:
+            return work()
+        except Killed:
+            self.kill(name)
+            self.killed.append(name)
+            self._victim = None
+            return None
+        finally:
+            self._running = None
+
+    def kill_at(self, name: str, write: int) -> Component | None:
+        """Restart ``name`` armed to die just before its ``write``-th write to shared memory from
+        now on (see :data:`SHARED_WRITES`; a notify counts too), as ``kill -9`` at that instruction:
+        what it wrote before stays written. It may die in its ``init`` (then this returns None) or
+        in a later step; either way it is then gone (:attr:`killed`) until restarted."""
+        if write < 1:
+            raise BenchError(f"write {write}: writes are counted from 1")
+        self._patch_writes()
+        if name in self.components:
+            self.kill(name)
+        self._victim, self._writes_left = name, write
+        self._spawn(name)
+        return self.components.get(name)
+
+    def disarm(self) -> None:
+        """Cancel a kill_at that has not fired."""
+        self._victim = None
+
+    def _patch_writes(self) -> None:
+        """Count the shared-memory writes of the PD that runs (a component built after this binds
+        the counting calls; undone by close)."""
+        if self._unpatched:
+            return
+        for fn in SHARED_WRITES:
+            original = self._unpatched[fn] = getattr(atomic, fn)
+            setattr(atomic, fn, self._counted(original))
+
+    def _counted(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(*args: Any) -> Any:
+            self._tick()
+            return original(*args)
+        return counted
+
+    def _tick(self) -> None:
+        if self._running is not None:
+            self.writes[self._running] += 1
+        if self._victim is not None and self._running == self._victim:
+            self._writes_left -= 1
+            if self._writes_left <= 0:
+                raise Killed(self._victim)
 
     def _recorder(self, sender: str, ch: int, send: Callable[[], int]) -> Callable[[], int]:
         receiver = self._peer_of[(sender, ch)]
 
         def recorded() -> int:
+            self._tick()
             self.notifies.append(Notify(sender, ch, receiver))
             return send()
         return recorded
@@ -156,7 +231,7 @@ class Bench:
         handled = 0
         for name, component in list(self.components.items()):
             if name not in self.stalled:
-                handled += len(component.handle_pending())
+                handled += len(self._run_as(name, component.handle_pending) or ())
         return handled
 
     def run(self, max_steps: int = MAX_STEPS) -> int:
@@ -171,6 +246,9 @@ class Bench:
             self.kill(name)
         for peer in self._peers.values():
             peer.close()
+        for fn, original in self._unpatched.items():
+            setattr(atomic, fn, original)
+        self._unpatched.clear()
         self.monitor.close()
 
     def __enter__(self) -> "Bench":

@@ -69,7 +69,7 @@ def test_pd_holds_and_maps_only_its_granted_regions(systems: Start) -> None:
             run.wait_for(rf"^{pd}: boot 1 pid \d+$")
     status = run.status()
     for pd, maps in GRANTS.items():
-        grants = sorted(maps + [(f"stats:{pd}", "rw")])  # and its own counters page from the monitor
+        grants = sorted(maps + [(f"stats:{pd}", "rw"), (f"ledger:{pd}", "rw")])  # and its own pages from the monitor
         held, mapped = held_regions(status[pd]["pid"]), mapped_regions(status[pd]["pid"])
         assert held == grants, f"PD {pd} was granted {grants} but holds fds of {held}"
         assert mapped == grants, f"PD {pd} was granted {grants} but maps {mapped}"

@@ -18,6 +18,8 @@ from helpers.sddf_cli import sddf
 from sddf.apps.systems import timer as timer_system
 from sddf.config import PdConfig
 from sddf.devices import open_device
+from sddf.ledger import ledger_size
+from sddf.shm import Region
 from sddf.drivers.timer import timerfd
 from sddf.timer.client import GET_TIME, REPLY_ERROR, REPLY_OK, SET_TIMEOUT
 
@@ -75,7 +77,7 @@ def harness(monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
     fd = open_device("timerfd")
     try:
         pd = PdConfig("timer_driver", "sddf.drivers.timer.timerfd:TimerDriver", 150, None, -1,
-                      irqs={IRQ: fd}, app={"irq": IRQ, "clients": CLIENTS})
+                      irqs={IRQ: fd}, app={"irq": IRQ, "clients": CLIENTS}, ledger_words=len(CLIENTS))
         clock = RecordingClock()
         monkeypatch.setattr(timerfd, "time", clock)
         h = Harness(timerfd.TimerDriver(pd), fd, clock)
@@ -91,6 +93,32 @@ def harness(monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
         yield h
     finally:
         os.close(fd)
+
+
+@pytest.mark.timeout(30)
+def test_a_restarted_driver_still_wakes_the_clients_that_were_waiting() -> None:
+    """The timer driver dies (kill -9: nothing it held privately survives) with two clients
+    waiting; its replacement, on the same ledger, notifies both when their timeouts pass."""
+    fd, ledger = open_device("timerfd"), Region.create("ledger", ledger_size(len(CLIENTS)))
+    try:
+        pd = PdConfig("timer_driver", "sddf.drivers.timer.timerfd:TimerDriver", 150, None, -1, irqs={IRQ: fd},
+                      app={"irq": IRQ, "clients": CLIENTS}, ledger_fd=ledger.fd, ledger_words=len(CLIENTS))
+        first = timerfd.TimerDriver(pd)
+        first.start()
+        for ch in CLIENTS[:2]:
+            assert first.answer_call(ch, SET_TIMEOUT, [20 * MS]) == (REPLY_OK, [])
+        del first
+        second = timerfd.TimerDriver(pd)
+        woken: list[int] = []
+        second.notify = woken.append  # type: ignore[method-assign]
+        second.start()
+        while len(woken) < 2:
+            assert select.select([fd], [], [], FIRE_TIMEOUT_S)[0], f"only {woken} were woken"
+            second.notified(IRQ)
+        assert sorted(woken) == CLIENTS[:2]
+    finally:
+        os.close(fd)
+        ledger.close()
 
 
 def armed_deadline(fd: int) -> int:

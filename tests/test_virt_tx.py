@@ -37,15 +37,20 @@ class TxHarness:
         sent = active.enqueue_many([((first + i) * NET_BUFFER_SIZE, 60, 0) for i in range(count)])
         assert sent == count
         if active.signal_needed():  # as a client does: notify only if virt_tx asked
-            self.virt.notified(client + 1)
+            self.notify_virt(client + 1)
 
     def transmit(self) -> int:
         """Act as the driver: take every queued frame, return its buffer, notify if asked."""
         descs = self.driver_active.dequeue_many()
         assert self.driver_free.enqueue_many([(io, 0, oid) for io, _, oid in descs]) == len(descs)
         if descs and self.driver_free.signal_needed():
-            self.virt.notified(DRIVER_CH)
+            self.notify_virt(DRIVER_CH)
         return len(descs)
+
+    def notify_virt(self, ch: int) -> None:
+        """Deliver a notification as virt_tx's loop does: the handler, then its commit."""
+        self.virt.notified(ch)
+        self.virt.ledger.commit()
 
     def sent_by(self) -> list[int]:
         """Which client each frame on the driver's queue came from, in order."""
@@ -79,13 +84,13 @@ def tx() -> Iterator[TxHarness]:
                                    "capacity": CLIENT_CAPACITY, "channel": i + 1},
                         "data": {"map": f"c{i}_data", "io_addr": IO_BASE + i * CLIENT_BUFFERS * NET_BUFFER_SIZE,
                                  "size": CLIENT_BUFFERS * NET_BUFFER_SIZE}})
-    pd = PdConfig("net_virt_tx", "sddf.virtualisers.net.tx:NetVirtTx", 109, None, -1,
+    pd = PdConfig("net_virt_tx", "sddf.virtualisers.net.tx:NetVirtTx", 109, None, -1, ledger_words=2 * CLIENT_BUFFERS,
                   regions=grants, channels=channels,
                   app={"driver": {"free": "drv_free", "active": "drv_active", "capacity": DRIVER_CAPACITY,
                                   "channel": DRIVER_CH},
                        "clients": clients, "batch": BATCH})
     virt = NetVirtTx(pd)
-    virt.init()
+    virt.start()
     drv_free, drv_active = consuming_side("driver.tx", regions["drv_free"].view, regions["drv_active"].view,
                                            DRIVER_CAPACITY)
     ends = [producing_side(f"client{i}.tx", regions[f"c{i}_free"].view, regions[f"c{i}_active"].view,

@@ -2,9 +2,11 @@
 
 In sDDF's words: ``rx_provide`` looks at empty buffers on the rx free queue (our "hardware
 ring"), ``rx_return`` reads one frame from the TAP into each, releases the used ones from rx
-free and publishes them on rx active (so a driver killed while idle holds no buffer), ``tx_provide`` writes each frame on tx active to the TAP, and
-``tx_return`` gives the sent buffers back on tx free. Each pass moves at most a batch, then
-notifies whoever asked and goes on. Buffers are named by io address; the queue ends refuse
+free and publishes them on rx active, ``tx_provide`` writes each frame on tx active to the TAP,
+and ``tx_return`` gives the sent buffers back on tx free. Each pass moves at most a batch, then
+notifies whoever asked and goes on. Its queue ends are tracked by its ledger, so each batch
+leaves one queue and enters the other in one commit: a driver killed at any point holds no
+buffer (a tx batch not yet committed is sent again by its restart). Buffers are named by io address; the queue ends refuse
 (and count) any descriptor that is not a whole buffer of a granted region.
 """
 from __future__ import annotations
@@ -30,9 +32,11 @@ class TapDriver(Component):
                                                       self.rx_space, self.refuse)
         self.tx_free, self.tx_active = consuming_side("tx", *cfg.tx.views(self.regions),
                                                       self.tx_space, self.refuse)
+        self.ledger.track(self.rx_free, self.rx_active, self.tx_free, self.tx_active)
         self.spare: list[int] = []  # rx buffers ours but not yet filled (only after a refused descriptor)
         self.tap_readable = True    # until a read finds the TAP empty (then we wait for its irq)
         self.overflow = bytearray(1)  # read past a buffer's end: only a frame too long reaches it
+        self.wake_peers(cfg.rx.channel, cfg.tx.channel)
         self.rx_return()
         self.tx_provide()
 
@@ -68,7 +72,7 @@ class TapDriver(Component):
                 break
             filled = self._read_frames(buffers)
             if buffers is not self.spare:
-                self.rx_free.release(len(filled))  # released just before published: a kill in between loses them
+                self.rx_free.release(len(filled))  # committed with their publication on rx active
             if filled:
                 self.rx_active.enqueue_many(filled)
                 self.counters["rx_frames"] += len(filled)
@@ -99,10 +103,9 @@ class TapDriver(Component):
 
     # ---- tx -------------------------------------------------------------------------------
     def tx_provide(self) -> None:
-        """Write every frame virt_tx queued, a batch at a time, returning each buffer. A batch
-        leaves tx active only once its buffers are back on tx free: a driver killed meanwhile
-        sends it again when restarted, and virt_tx refuses the buffers' second return."""
-        drain(self.tx_active, self.tx_return, self.config.batch, until_handled=True)
+        """Write every frame virt_tx queued, a batch at a time, returning each buffer (a batch
+        leaves tx active in the commit that puts its buffers on tx free)."""
+        drain(self.tx_active, self.tx_return, self.config.batch)
 
     def tx_return(self, descs: list[tuple]) -> None:
         """Write a batch of frames to the TAP and give their buffers back on tx free."""

@@ -2,7 +2,9 @@
 
 Like sDDF's timer drivers it keeps one pending timeout per client: a SET_TIMEOUT replaces the
 client's previous one, so no client can grow the driver's state. When a client's timeout
-passes the client is notified on its channel.
+passes the client is notified on its channel. Each client's deadline is a word of the driver's
+ledger, so a restarted driver still wakes every client that was waiting (a client whose timeout
+passed as the driver died may be woken twice, never not at all).
 """
 from __future__ import annotations
 
@@ -45,18 +47,23 @@ class TimerDriver(Component):
 
     def init(self) -> None:
         self._fd = self.pd.irqs[self.config.irq]
-        self._clients = set(self.config.clients)
-        self._pending: dict[int, int] = {}  # client channel -> its one deadline (ns, monotonic)
+        self._word = {ch: i for i, ch in enumerate(self.config.clients)}  # client channel -> its word
+        self.ledger.require(len(self._word), "one per client")
+        deadlines = self.ledger.words
+        # client channel -> its one deadline (ns, monotonic); after a restart, what was pending
+        self._pending = {ch: deadlines[i] for ch, i in self._word.items() if deadlines[i]}
         self._armed = 0
+        self._rearm()
 
     def protected(self, ch: int, label: int, mrs: list[int]) -> tuple[int, list[int]]:
-        if ch not in self._clients:
+        if ch not in self._word:
             return REPLY_ERROR, []
         now = time.monotonic_ns()
         if label == GET_TIME:
             return REPLY_OK, [now]
         if label == SET_TIMEOUT and len(mrs) == 1 and 0 <= mrs[0] <= MAX_TIMEOUT_NS:
             self._pending[ch] = now + mrs[0]
+            self.ledger.set(self._word[ch], now + mrs[0])
             self._rearm()
             return REPLY_OK, []
         return REPLY_ERROR, []
@@ -73,6 +80,7 @@ class TimerDriver(Component):
             if deadline <= now:
                 del self._pending[client]
                 self.notify(client)
+                self.ledger.set(self._word[client], 0)  # after the notify: a kill in between wakes it twice
         self._armed = 0
         self._rearm()
         self.irq_ack(ch)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 from sddf.net.queue import DESC_SIZE, HEADER_SIZE, NET_BUFFER_SIZE
+from sddf.net.words import RX_PENDING, TX_RETURNING
 
 Pools = Sequence[Sequence[Any]]  # ((pool, base, size), …) as QueueInfo.pools, or lists from JSON
 _INDICES = struct.Struct("<HH")
@@ -75,6 +76,24 @@ class Audit:
         report = self.pools[pool]
         if report.seen[offset] == count:
             report.seen[offset] = 1
+
+    def add_virt_rx_words(self, words: Sequence[int], pool: Sequence[Any]) -> None:
+        """Read virt_rx's ledger words for the rx ``pool`` (as the driver names it): a buffer it
+        holds for the driver counts once, a buffer clients hold stands in a place per client."""
+        name, base, _size = pool
+        self.add((base + i * NET_BUFFER_SIZE for i, w in enumerate(words) if w & RX_PENDING), [pool])
+        for i, w in enumerate(words):
+            if w and not w & RX_PENDING:
+                self.expect(name, i * NET_BUFFER_SIZE, w.bit_count())
+
+    def add_virt_tx_words(self, words: Sequence[int], pools: Sequence[Sequence[Any]]) -> None:
+        """Read virt_tx's ledger words for the client tx ``pools`` (in client order, as clients
+        name their buffers): a buffer waiting for room on its client's free queue counts once."""
+        first = 0
+        for pool in pools:
+            count = pool[2] // NET_BUFFER_SIZE
+            self.add((pool[1] + i * NET_BUFFER_SIZE for i in range(count) if words[first + i] == TX_RETURNING), [pool])
+            first += count
 
     def _pool(self, name: str, size: int) -> PoolReport:
         report = self.pools.get(name)

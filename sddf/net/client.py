@@ -7,7 +7,8 @@ frames to transmit. Whatever a handler sends — from any channel — is on the 
 notified before the handler returns; frames wait in a bounded backlog only while no tx buffer
 is free (virt_tx notifies us when it returns some). Idle buffers live on the free queues, never
 in the client's memory, and ``init`` re-examines the rx queue, so a restarted client drains what
-arrived while it was down and finds its tx buffers where it left them.
+arrived while it was down and finds its tx buffers where it left them. Its queue ends are tracked
+by its ledger: a client killed inside a handler has published none of that handler's moves.
 """
 from __future__ import annotations
 
@@ -31,9 +32,11 @@ class NetClient(Component):
                                                       self.rx_space, self.refuse)
         self.tx_free, self.tx_active = producing_side("tx", *cfg.tx.views(self.regions),
                                                       self.tx_space, self.refuse)
+        self.ledger.track(self.rx_free, self.rx_active, self.tx_free, self.tx_active)
         self.backlog: deque[bytes] = deque()
-        if cfg.owns_rx_buffers and self.rx_free.index == 0 and self.rx_active.index == 0:
-            fill_free(self.rx_free, self.rx_space.addresses()[:cfg.rx.capacity])  # a fresh system
+        if cfg.owns_rx_buffers and self.ledger.fresh:  # a restart finds them in the queues
+            fill_free(self.rx_free, self.rx_space.addresses()[:cfg.rx.capacity])
+        self.wake_peers(cfg.rx.channel, cfg.tx.channel)
         self.setup()
         self.receive()
         self.transmit()

@@ -105,6 +105,9 @@ class Net:
         self.virt_rx.config.update(asdict(NetVirtRxConfig(
             virt_rx_drv, DataRegion(rx_data.name, rx_data.io_addr, rx_data.size), rx_ports, self.batch)))
         self.virt_tx.config.update(asdict(NetVirtTxConfig(virt_tx_drv, tx_ports, self.batch)))
+        # a ledger word per buffer: who holds each rx buffer, where each tx buffer is (sddf.ledger)
+        self.virt_rx.ledger_words = rx_data.size // NET_BUFFER_SIZE
+        self.virt_tx.ledger_words = sum(mr.size // NET_BUFFER_SIZE for mr in tx_regions)
 
 
 def _pool(region: MemoryRegion, base: int) -> tuple[tuple[str, int, int]]:

@@ -182,6 +182,7 @@ class RingEnd:
         r.peer = self._load(r.peer_offset)
         r.own = r.peer
         atomic.STORES[r.index_bits](self._ptr, r.own_offset, r.own)
+        r.published = r.own  # a reset is published at once, staged or not
 
     # ---- queries ------------------------------------------------------------------------
     @property
@@ -218,23 +219,18 @@ class RingEnd:
 
 
 
-def drain(consumer: Any, handle: Callable[[list[tuple]], None], batch: int = 64,
-          until_handled: bool = False) -> int:
+def drain(consumer: Any, handle: Callable[[list[tuple]], None], batch: int = 64) -> int:
     """Consume a queue until it stays empty under the signalling protocol; return entries handled.
 
     ``handle`` gets batches of at most ``batch`` entries (it may notify after each: a capped
-    pass). With ``until_handled`` a batch stays queued until ``handle`` returns, so a PD killed
-    while handling it finds it again when restarted (handle it twice rather than lose it: for a
-    consumer whose output the next PD checks for repeats). On return the consumer has requested
-    a signal, so the producer's next publish notifies it.
+    pass). On return the consumer has requested a signal, so the producer's next publish
+    notifies it.
     """
     total = 0
     while True:
-        entries = consumer.peek_many(batch) if until_handled else consumer.dequeue_many(batch)
+        entries = consumer.dequeue_many(batch)
         if entries:
             handle(entries)
-            if until_handled:
-                consumer.release(len(entries))
             total += len(entries)
             if consumer.last_taken == batch:
                 continue  # maybe more: take it before asking to be signalled

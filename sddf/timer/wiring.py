@@ -32,3 +32,4 @@ class Timer:
             channels.append(ch.pd_b_id)
             client.config.update(timer=ch.pd_a_id, **options)
         self.driver.config.update(asdict(TimerDriverConfig(irq=irq.id, clients=channels)))
+        self.driver.ledger_words = len(channels)  # each client's pending deadline (sddf.ledger)

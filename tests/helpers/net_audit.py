@@ -1,13 +1,14 @@
 """Where every net buffer of an echo-style system on a :class:`sddf.testing.Bench` is.
 
 Runs :class:`sddf.net.audit.Audit` over every net queue (read straight from shared memory) and
-what components hold privately between handlers: the TAP driver's spare rx buffers, virt_rx's
-returns waiting for room, virt_tx's returns waiting for room. A broadcast buffer rightly stands
-in as many client queues as virt_rx counts references.
+what the virtualisers' ledgers say they hold (read from shared memory, so a dead PD's count too),
+and the TAP driver's spare rx buffers. A broadcast buffer rightly stands in as many client
+places as virt_rx's word has client bits.
 """
 from __future__ import annotations
 
 from sddf.config import typed
+from sddf.ledger import committed_words
 from sddf.net.audit import Audit
 from sddf.net.config import NetVirtRxConfig, NetVirtTxConfig
 from sddf.testing import Bench
@@ -31,18 +32,17 @@ class NetAudit:
         for q in self.bench.sdf.queues:
             if q.kind == "net" and q.pools:
                 audit.add_queue(self.bench.monitor.regions[q.region].view, q.capacity, q.pools)
-        components = self.bench.components
-        if self.driver in components:
-            audit.add(components[self.driver].spare, [self.rx_pool])
-        if self.virt_rx in components:
-            virt_rx = components[self.virt_rx]
-            audit.add((io for io, _, _ in virt_rx.to_driver), [self.rx_pool])
-            for off, count in virt_rx.refs.items():
-                audit.expect(self.rx_pool[0], off, count)
-        if self.virt_tx in components:
-            for c in components[self.virt_tx].clients:
-                audit.add((off for off, _, _ in c.returns), [self.tx_pools[c.name]])
+        if self.driver in self.bench.components:
+            audit.add(self.bench.components[self.driver].spare, [self.rx_pool])
+        audit.add_virt_rx_words(self._words(self.virt_rx), self.rx_pool)
+        audit.add_virt_tx_words(self._words(self.virt_tx), list(self.tx_pools.values()))
         return audit
+
+    def _words(self, pd: str) -> list[int]:
+        """``pd``'s ledger words as committed (read from the monitor's map: alive or not)."""
+        st = self.bench.monitor.pds[pd]
+        assert st.ledger is not None
+        return committed_words(st.ledger.view, st.pd.ledger_words)
 
     def check_conservation(self) -> None:
         audit = self.audit()

@@ -29,6 +29,10 @@ class NetCopier(Component):
         self.client_free, self.client_active = producing_side("client.rx",
                                                               *cfg.client.views(self.regions),
                                                               self.dst, self.refuse)
+        # a frame leaves virt_rx's queue, its copy enters the client's and the shared buffer goes
+        # back in one commit: a copier killed at any point holds no buffer of either pool
+        self.ledger.track(self.virt_free, self.virt_active, self.client_free, self.client_active)
+        self.wake_peers(cfg.virt.channel, cfg.client.channel)
         self.rx_return()
 
     def notified(self, ch: int) -> None:

@@ -12,8 +12,10 @@ clients that may have frames are visited — one that notified us, or one not ye
 a pass costs the same however many clients are idle; a drained client has requested a signal.
 
 A buffer a client does not hold (at the driver, or not yet back on its free queue), a bad
-length, or a protocol violation is refused and counted for that client only; what virt_tx keeps
-per client is bounded by the client's buffer count.
+length, or a protocol violation is refused and counted for that client only. Where each client
+buffer is — with the client, at the driver, or ``RETURNING`` (waiting for room on the client's
+free queue) — is one word per buffer in virt_tx's ledger, committed with the queue moves that
+change it, so a virt_tx killed at any point and restarted knows it exactly.
 """
 from __future__ import annotations
 
@@ -21,22 +23,23 @@ from collections import deque
 
 from sddf.component import Component
 from sddf.net.config import NetClientPort, NetVirtTxConfig
+from sddf.net.words import TX_AT_DRIVER as AT_DRIVER, TX_RETURNING as RETURNING, TX_WITH_CLIENT as WITH_CLIENT
 from sddf.net.queue import BufferSpace, consuming_side, fill_free, producing_side
 from sddf.queue.ring import drain
 
 
 class _Client:
-    def __init__(self, virt: "NetVirtTx", index: int, port: NetClientPort) -> None:
+    def __init__(self, virt: "NetVirtTx", index: int, first: int, port: NetClientPort) -> None:
         assert port.data is not None, f"virt_tx needs client {port.name}'s tx data region"
         self.name = port.name
         self.index = index  # its span in virt_tx's driver space
+        self.first = first  # the word of its first buffer
         self.channel = port.queues.channel
         self.space = BufferSpace([(0, port.data.size)])  # how the client names its buffers
         self.free, self.active = consuming_side(f"{port.name}.tx", *port.queues.views(virt.regions),
                                                 self.space, virt.refuse)
-        self.at_driver: set[int] = set()  # offsets of its buffers the driver holds
-        self.returns: list[tuple] = []  # waiting for room on the client's free queue
-        self.returning: set[int] = set()  # their offsets: still ours, so the client cannot send them
+        self.returns = [(off, 0, 0) for off in self.space.addresses()
+                        if virt.ledger.words[first + off // self.space.buffer_size] == RETURNING]
 
 
 class NetVirtTx(Component):
@@ -49,13 +52,17 @@ class NetVirtTx(Component):
         self.driver_free, self.driver_active = producing_side("driver.tx",
                                                              *cfg.driver.views(self.regions),
                                                              self.driver_space, self.refuse)
-        self.clients = [_Client(self, i, port) for i, port in enumerate(cfg.clients)]
+        self.buffer_size = self.driver_space.buffer_size
+        self.ledger.require(len(self.driver_space.addresses()), "one per client tx buffer")
+        firsts = [sum(size // self.buffer_size for size in self.driver_space.sizes[:i]) for i in range(len(cfg.clients))]
+        self.clients = [_Client(self, i, first, port) for i, (first, port) in enumerate(zip(firsts, cfg.clients))]
         self.by_channel = {c.channel: c for c in self.clients}
         self.busy: deque[_Client] = deque(self.clients)  # may have frames to send, in serving order
-        self.adopting = self.driver_free.index != 0 or self.driver_active.index != 0
-        for c in self.clients:
-            if c.free.index == 0 and c.active.index == 0:  # a fresh system: the client's buffers start free
+        self.ledger.track(self.driver_free, self.driver_active, *(e for c in self.clients for e in (c.free, c.active)))
+        if self.ledger.fresh:  # each client's buffers start on its free queue
+            for c in self.clients:
                 fill_free(c.free, c.space.addresses()[:c.free.capacity])
+        self.wake_peers(cfg.driver.channel, *(c.channel for c in self.clients))
         self.notified(cfg.driver.channel)
 
     def notified(self, ch: int) -> None:
@@ -90,14 +97,15 @@ class NetVirtTx(Component):
     def _translate(self, c: _Client, descs: list[tuple]) -> list[tuple]:
         out = []
         rebase, driver_space, span = c.space.rebase, self.driver_space, c.index
+        words, size, first = self.ledger.words, self.buffer_size, c.first
         for off, length, oid in descs:
-            if off in c.at_driver or off in c.returning:
+            if words[first + off // size] != WITH_CLIENT:
                 self.counters[f"{c.name}.not_owned"] += 1
             elif not length:
                 self.counters[f"{c.name}.bad_length"] += 1
                 self._give_back(c, off, oid)
             else:
-                c.at_driver.add(off)
+                self.ledger.set(first + off // size, AT_DRIVER)
                 out.append((rebase(off, driver_space, 0, span), length, oid))
         return out
 
@@ -113,20 +121,18 @@ class NetVirtTx(Component):
             self._return_to(c)
 
     def _completed(self, descs: list[tuple]) -> None:
-        span_of, clients = self.driver_space.span_of, self.clients
+        span_of, clients, words, size = self.driver_space.span_of, self.clients, self.ledger.words, self.buffer_size
         for io, _len, oid in descs:
             c = clients[span_of(io)]
             off = self.driver_space.rebase(io, c.space, c.index, 0)
-            if off in c.returning or (off not in c.at_driver and not self.adopting):
+            if words[c.first + off // size] != AT_DRIVER:
                 self.counters["bad_from_driver"] += 1
                 continue
-            c.at_driver.discard(off)
             self._give_back(c, off, oid)
         self._return_all()
 
-    @staticmethod
-    def _give_back(c: _Client, off: int, oid: int) -> None:
-        c.returning.add(off)
+    def _give_back(self, c: _Client, off: int, oid: int) -> None:
+        self.ledger.set(c.first + off // self.buffer_size, RETURNING)
         c.returns.append((off, 0, oid))
 
     def _return_to(self, c: _Client) -> None:
@@ -134,7 +140,7 @@ class NetVirtTx(Component):
             return
         sent = c.free.enqueue_many(c.returns)
         for off, _, _ in c.returns[:sent]:
-            c.returning.discard(off)
+            self.ledger.set(c.first + off // self.buffer_size, WITH_CLIENT)
         del c.returns[:sent]
         if sent and c.free.signal_needed():
             self.notify(c.channel)
