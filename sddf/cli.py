@@ -255,8 +255,9 @@ def cmd_swap(args: argparse.Namespace) -> int:
 
 
 def cmd_restart(args: argparse.Namespace) -> int:
-    control(args.system_name, {"cmd": "restart", "pd": args.pd}, args.run_dir)
-    print(f"sddf: PD {args.pd} restarted")
+    control(args.system_name, {"cmd": "restart", "pd": args.pd, "kill_at_write": args.kill_at_write}, args.run_dir)
+    armed = f" (it will be killed before its write {args.kill_at_write} to shared memory)" if args.kill_at_write else ""
+    print(f"sddf: PD {args.pd} restarted{armed}")
     return 0
 
 
@@ -345,6 +346,9 @@ def parser() -> argparse.ArgumentParser:
     swap.add_argument("program", metavar="PROGRAM", help="'package.module:Class' of the new program")
     restart = add("restart", cmd_restart, "restart one PD of a running system", running=True)
     restart.add_argument("pd", metavar="PD", help="protection domain name")
+    restart.add_argument("--kill-at-write", type=int, default=0, metavar="N",
+                         help="fault injection: the new instance SIGKILLs itself just before its N-th write "
+                              "to shared memory (a queue move, signal flag, ledger step or notify)")
     add("stop", cmd_stop, "stop a running system", running=True)
     return p
 

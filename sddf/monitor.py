@@ -58,7 +58,8 @@ def log_to_stderr(msg: str) -> None:
 class Restarts:
     """A PD's restart policy, as a supervisor (systemd's start limit) keeps it: at most
     ``limit`` restarts within any ``window_s``; the delay doubles with each fault in a row, up to
-    MAX_BACKOFF_S, and starts afresh once the PD ran HEALTHY_S without faulting."""
+    MAX_BACKOFF_S, and starts afresh once the PD ran HEALTHY_S without faulting or an operator
+    restarted it."""
 
     limit: int
     window_s: float
@@ -79,6 +80,10 @@ class Restarts:
         self.recent.append(now)
         self.total += 1
         return delay
+
+    def requested(self) -> None:
+        """An operator restarted the PD: its next fault starts the backoff afresh."""
+        self.streak = 0
 
 
 @dataclass
@@ -335,11 +340,22 @@ class Monitor:
         self._reap(st)
 
     # ---- control ------------------------------------------------------------------------
-    def restart(self, name: str) -> None:
+    def restart(self, name: str, kill_at_write: int = 0) -> None:
+        """Stop ``name`` between two handlers and start it again; with ``kill_at_write`` the new
+        instance kills itself just before that write to shared memory (sddf.faults), a fault
+        its policy then handles."""
+        if not isinstance(kill_at_write, int) or kill_at_write < 0:
+            raise ValueError(f"kill_at_write must be a whole number ≥ 0, not {kill_at_write!r}")
         st = self._state(name)
         self._terminate(st)
-        self._spawn(st)
-        self.log(f"PD {name}: restarted by request")
+        st.restarts.requested()
+        st.config.kill_at_write = kill_at_write
+        try:
+            self._spawn(st)
+        finally:
+            st.config.kill_at_write = 0  # only this instance: its restarts run normally
+        armed = f", to be killed before its write {kill_at_write} to shared memory" if kill_at_write else ""
+        self.log(f"PD {name}: restarted by request{armed}")
 
     def swap(self, name: str, program: str) -> None:
         """Replace ``name``'s program by another of the same component kind; old process first.
@@ -429,7 +445,7 @@ class Monitor:
         if cmd == "status":
             return {"ok": True, "system": self.sdf.name, "pds": self.status()}, []
         if cmd == "restart":
-            self.restart(request["pd"])
+            self.restart(request["pd"], request.get("kill_at_write", 0))
             return {"ok": True}, []
         if cmd == "swap":
             self.swap(request["pd"], request["program"])

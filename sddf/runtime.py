@@ -18,7 +18,7 @@ import time
 import traceback
 from functools import partial
 
-from sddf import sandbox
+from sddf import faults, sandbox
 from sddf.config import PdConfig
 from sddf.system import load_program
 
@@ -67,6 +67,8 @@ def main(argv: list[str]) -> None:
     try:
         program = load_program(pd.program)  # imported with our privileges (it may live in a private dir)
         sandbox.harden(pd.memory_bytes)
+        if pd.kill_at_write:
+            faults.kill_self_at(pd.kill_at_write)
         component = program(pd)
         run = partial(component.run, partial(sandbox.confine, pd.allow))
         if profiler is not None:

@@ -25,19 +25,14 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from sddf import atomic
 from sddf.component import Component
 from sddf.devices import open_device, parse_source
+from sddf.faults import on_shared_writes
 from sddf.monitor import Monitor
 from sddf.system import SystemDescription, load_program
 
 FRAME_SOCKET_BUFFER = 4 * 1024 * 1024
 MAX_STEPS = 100_000
-
-
-#: the C calls through which a PD changes shared memory (queue moves, signal flags, its ledger)
-SHARED_WRITES = ("ring_put", "ring_take", "ring_advance", "ring_request_recheck", "ring_claim_signal",
-                 "store_release_u32", "ledger_journal", "ledger_apply")
 
 
 class Killed(BaseException):
@@ -84,7 +79,7 @@ class Bench:
         self._running: str | None = None  # the PD whose code runs now
         self._victim: str | None = None   # the PD kill_at armed, and its writes left before dying
         self._writes_left = 0
-        self._unpatched: dict[str, Any] = {}
+        self._unpatch: Callable[[], None] | None = None
         #: PDs killed by kill_at, in order
         self.killed: list[str] = []
         #: shared-memory writes per PD, counted for PDs started since the first kill_at
@@ -148,7 +143,7 @@ class Bench:
 
     def kill_at(self, name: str, write: int) -> Component | None:
         """Restart ``name`` armed to die just before its ``write``-th write to shared memory from
-        now on (see :data:`SHARED_WRITES`; a notify counts too), as ``kill -9`` at that instruction:
+        now on (see :mod:`sddf.faults`), as ``kill -9`` at that instruction:
         what it wrote before stays written. It may die in its ``init`` (then this returns None) or
         in a later step; either way it is then gone (:attr:`killed`) until restarted."""
         if write < 1:
@@ -167,17 +162,8 @@ class Bench:
     def _patch_writes(self) -> None:
         """Count the shared-memory writes of the PD that runs (a component built after this binds
         the counting calls; undone by close)."""
-        if self._unpatched:
-            return
-        for fn in SHARED_WRITES:
-            original = self._unpatched[fn] = getattr(atomic, fn)
-            setattr(atomic, fn, self._counted(original))
-
-    def _counted(self, original: Callable[..., Any]) -> Callable[..., Any]:
-        def counted(*args: Any) -> Any:
-            self._tick()
-            return original(*args)
-        return counted
+        if self._unpatch is None:
+            self._unpatch = on_shared_writes(self._tick)
 
     def _tick(self) -> None:
         if self._running is not None:
@@ -191,7 +177,6 @@ class Bench:
         receiver = self._peer_of[(sender, ch)]
 
         def recorded() -> int:
-            self._tick()
             self.notifies.append(Notify(sender, ch, receiver))
             return send()
         return recorded
@@ -246,9 +231,9 @@ class Bench:
             self.kill(name)
         for peer in self._peers.values():
             peer.close()
-        for fn, original in self._unpatched.items():
-            setattr(atomic, fn, original)
-        self._unpatched.clear()
+        if self._unpatch is not None:
+            self._unpatch()
+            self._unpatch = None
         self.monitor.close()
 
     def __enter__(self) -> "Bench":

@@ -21,6 +21,13 @@ def test_backoff_starts_afresh_after_a_healthy_run() -> None:
     assert policy.after_fault(100.0, 100.0 - HEALTHY_S) == RESTART_BACKOFF_S
 
 
+def test_backoff_starts_afresh_after_an_operators_restart() -> None:
+    policy = Restarts(limit=100, window_s=1e9)
+    faults(policy, [0.0, 1.0, 2.0])
+    policy.requested()
+    assert faults(policy, [3.0, 4.0]) == [RESTART_BACKOFF_S, 2 * RESTART_BACKOFF_S]
+
+
 def test_restarts_are_limited_within_the_window_not_over_the_whole_run() -> None:
     policy = Restarts(limit=3, window_s=60.0)
     assert None not in faults(policy, [0.0, 1.0, 2.0])
