@@ -459,9 +459,17 @@ class Monitor:
         if cmd == "queues":
             names = sorted({q.region for q in self.sdf.queues})
             queues = [vars(q) | {"fd_index": names.index(q.region)} for q in self.sdf.queues]
-            sizes = {n: self.regions[n].size for n in names}
-            return ({"ok": True, "queues": queues, "sizes": sizes, "regions": names},
-                    [self.regions[n].readonly_fd() for n in names])
+            regions = [self.regions[n] for n in names]
+            ledgers = []
+            for info in self.sdf.ledgers:  # read-only maps of the ledgers whose words tools read
+                st = self._state(info.pd)
+                assert st.ledger is not None
+                ledgers.append(vars(info) | {"words": st.pd.ledger_words, "fd_index": len(regions)})
+                names.append(st.ledger.name)
+                regions.append(st.ledger)
+            sizes = {n: r.size for n, r in zip(names, regions)}
+            return ({"ok": True, "queues": queues, "ledgers": ledgers, "sizes": sizes, "regions": names},
+                    [r.readonly_fd() for r in regions])
         raise ValueError(f"unknown command {cmd!r} (known: status, counters, restart, swap, stop, queues)")
 
     # ---- running ------------------------------------------------------------------------

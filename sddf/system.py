@@ -153,6 +153,17 @@ class QueueInfo:
     pools: tuple[tuple[str, int, int], ...] = ()
 
 
+@dataclass(frozen=True)
+class LedgerInfo:
+    """What a PD's ledger words say, so ``sddf audit`` can read them: ``kind`` names their
+    meaning for ``pools`` (``net.virt_rx``: a word per buffer of its one pool; ``net.virt_tx``: a
+    word per buffer of each pool in turn; see :mod:`sddf.net.words`)."""
+
+    pd: str
+    kind: Literal["net.virt_rx", "net.virt_tx"]
+    pools: tuple[tuple[str, int, int], ...]
+
+
 class SystemDescription:
     """The whole static system."""
 
@@ -163,6 +174,7 @@ class SystemDescription:
         self.channels: list[Channel] = []
         self.irqs: list[Irq] = []
         self.queues: list[QueueInfo] = []
+        self.ledgers: list[LedgerInfo] = []
 
     # ---- building (sdfgen's names) ------------------------------------------------------
     def add_pd(self, pd: ProtectionDomain) -> ProtectionDomain:

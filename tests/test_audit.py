@@ -1,6 +1,8 @@
 """The buffer audit: missing, doubled and foreign buffers found per pool; ``sddf audit`` on a running system."""
 from __future__ import annotations
 
+import os
+import signal
 import struct
 import subprocess
 import sys
@@ -8,7 +10,7 @@ import sys
 import pytest
 
 from sddf.net.audit import Audit
-from test_net_system import _privileged, _probe, running_echo
+from test_net_system import _privileged, _probe, _raw_frame, running_echo
 from sddf.net.queue import DESC_SIZE, HEADER_SIZE, NET_BUFFER_SIZE, queue_size
 
 CAPACITY = 8
@@ -62,12 +64,30 @@ def test_a_queue_naming_several_pools() -> None:
 
 @pytest.mark.skipif(_privileged() is not None, reason=_privileged() or "")
 def test_sddf_audit_on_the_running_echo_system(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Clean after traffic; and clean while a broadcast frame waits in both clients' queues (both
+    stopped): virt_rx's ledger says two clients hold that one buffer, so it is not doubled."""
     with running_echo("audit", tmp_path_factory.mktemp("run")) as echo:
         assert _probe(echo, "udp_echo('10.0.0.3', [b'x' * 100] * 500, window=8)") == 500
-        done = subprocess.run([sys.executable, "-m", "sddf.cli", "audit", "--system", "echo",
-                               "--run-dir", echo.env["SDDF_RUN_DIR"]],
-                              capture_output=True, text=True, timeout=60)
+        done = sddf_audit(echo.env["SDDF_RUN_DIR"])
         assert done.returncode == 0, done.stdout + done.stderr
         for pool in ("net_rx_data", "net_tx_data_client0", "net_tx_data_client1", "net_rx_data_client1"):
             assert pool in done.stdout
         assert "clean: every buffer in exactly one place" in done.stdout
+        pids = [pd["pid"] for pd in echo.control({"cmd": "status"})[0]["pds"] if pd["name"] in BROADCAST_TAKERS]
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            assert echo.python(_raw_frame(b"\xff" * 6, 0x88B5, bytes(46)))  # a local experimental ethertype
+            done = sddf_audit(echo.env["SDDF_RUN_DIR"])
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+BROADCAST_TAKERS = ("client0", "client1_copier")  # what virt_rx gives a broadcast frame to
+
+
+def sddf_audit(run_dir: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sddf.cli", "audit", "--system", "echo", "--run-dir", run_dir],
+                          capture_output=True, text=True, timeout=60)

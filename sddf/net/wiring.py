@@ -7,7 +7,7 @@ from sddf.net.config import (BATCH, DataRegion, NetClientConfig, NetClientPort, 
                              NetVirtRxConfig, NetVirtTxConfig, QueuePair)
 from sddf.net.queue import NET_BUFFER_SIZE, queue_size
 from sddf.shm import round_to_pages
-from sddf.system import Channel, Irq, Map, MemoryRegion, ProtectionDomain, QueueInfo, SystemDescription
+from sddf.system import Channel, Irq, LedgerInfo, Map, MemoryRegion, ProtectionDomain, QueueInfo, SystemDescription
 
 IO_ALIGN = 0x200000
 
@@ -108,6 +108,8 @@ class Net:
         # a ledger word per buffer: who holds each rx buffer, where each tx buffer is (sddf.ledger)
         self.virt_rx.ledger_words = rx_data.size // NET_BUFFER_SIZE
         self.virt_tx.ledger_words = sum(mr.size // NET_BUFFER_SIZE for mr in tx_regions)
+        self.sdf.ledgers += [LedgerInfo(self.virt_rx.name, "net.virt_rx", _pool(rx_data, rx_data.io_addr)),
+                             LedgerInfo(self.virt_tx.name, "net.virt_tx", sum((_pool(mr, 0) for mr in tx_regions), ()))]
 
 
 def _pool(region: MemoryRegion, base: int) -> tuple[tuple[str, int, int]]:

@@ -1,7 +1,7 @@
 """``sddf audit``: is every buffer of a running system in exactly one place?
 
-Reads every net queue of the system (read-only maps from the monitor) and audits the pools
-they carry (:mod:`sddf.net.audit`). Buffers in flight through a handler are in no queue for a
+Reads every net queue of the system and the virtualisers' ledgers (read-only maps from the
+monitor) and audits the pools they carry (:mod:`sddf.net.audit`). Buffers in flight through a handler are in no queue for a
 moment, so the audit looks again until it comes out clean or ``settle_s`` has passed, and
 reports the last look: per pool, how many buffers it has, how many it saw, and which are
 missing, doubled or foreign. Exit status 0 when clean, 1 otherwise.
@@ -22,11 +22,18 @@ LOOK_EVERY_S = 0.05
 
 
 def look(views: QueueViews) -> Audit:
-    """One audit of every net queue that names its pools."""
+    """One audit of every net queue that names its pools, and of what the virtualisers' ledgers
+    say they hold (a broadcast buffer with several clients, a buffer waiting for room)."""
     audit = Audit()
     for queue in views.queues:
         if queue["kind"] == "net" and queue.get("pools"):
             audit.add_queue(views.view(queue), queue["capacity"], queue["pools"])
+    for ledger in views.ledgers:
+        words = views.ledger_words(ledger)
+        if ledger["kind"] == "net.virt_rx":
+            audit.add_virt_rx_words(words, ledger["pools"][0])
+        elif ledger["kind"] == "net.virt_tx":
+            audit.add_virt_tx_words(words, ledger["pools"])
     return audit
 
 

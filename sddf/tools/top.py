@@ -16,6 +16,7 @@ from rich.live import Live
 from rich.table import Table
 
 from sddf import atomic
+from sddf.ledger import committed_words
 from sddf.blk import queue as blk
 from sddf.control import Reply, Request
 from sddf.net import queue as net
@@ -43,6 +44,7 @@ class QueueViews:
 
     def __init__(self, reply: dict[str, Any], fds: list[int]) -> None:
         self.queues = reply["queues"]
+        self.ledgers = reply.get("ledgers", [])
         self.maps = []
         for name, fd in zip(reply["regions"], fds):
             self.maps.append(mmap.mmap(fd, reply["sizes"][name], mmap.MAP_SHARED, mmap.PROT_READ))
@@ -52,6 +54,10 @@ class QueueViews:
     def view(self, queue: dict[str, Any]) -> memoryview:
         """The bytes of ``queue`` (one of :attr:`queues`), read-only."""
         return memoryview(self.maps[queue["fd_index"]])[queue["offset"]:]
+
+    def ledger_words(self, ledger: dict[str, Any]) -> list[int]:
+        """The committed words of ``ledger`` (one of :attr:`ledgers`)."""
+        return committed_words(self.maps[ledger["fd_index"]], ledger["words"])
 
     def rows(self) -> list[tuple[str, int, int]]:
         return [(q["label"], occupancy(self.ptrs[q["fd_index"]], q["offset"], q["kind"]), q["capacity"])
