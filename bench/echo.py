@@ -183,6 +183,8 @@ class Running:
     alive: Callable[[], bool]
     log: Path
     notes: list[str] = field(default_factory=list)
+    #: a pysddf system's counters per PD (its wake-ups and those that found no work)
+    counters: Callable[[], dict[str, dict[str, int]]] | None = None
 
 
 class Bench:
@@ -252,8 +254,11 @@ class Bench:
 
     def point(self, run: Running, size: int, load: int, ips: Sequence[str] | None = None) -> dict:
         self.settle(run)
+        before = run.counters() if run.counters else None
         got = self.generate(run, "--mode", "rate", "--size", str(size), "--rate", str(load),
                             "--duration", str(self.plan.point_s), timeout=self.plan.point_s + 30, ips=ips)
+        if before is not None and run.counters is not None:
+            got["wakeups"] = wakeups_between(before, run.counters())
         got["system_cpu_s"] = sum(got["cpu_s"].values())
         got["cpu_us_per_packet"] = per_packet(got, "cpu_s")
         got["gen_cpu_us_per_packet"] = got["cpu_s_generator"] / got["received"] * 1e6 if got["received"] else math.nan
@@ -285,6 +290,12 @@ class Bench:
             good, bad = (mid, bad) if ok(got) else (good, mid)
         points.sort(key=lambda g: g["offered_pps"])
         return summarise_sweep(points)
+
+
+def wakeups_between(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]]) -> dict[str, list[int]]:
+    """Per PD: [wake-ups, wake-ups that found no work] between two counter snapshots."""
+    return {pd: [counters.get(key, 0) - before.get(pd, {}).get(key, 0) for key in ("wakeups", "unproductive_wakeups")]
+            for pd, counters in after.items()}
 
 
 def ok(point: dict) -> bool:
@@ -346,7 +357,8 @@ def sddf_system(bench: Bench, key: str, label: str, spec: str, ips: list[str],
         argv = ns.exec_prefix() + [sys.executable, "-m", "sddf.cli", "run", spec]
         with process(argv, log, env, stop=signal.SIGINT) as monitor:
             run = Running(key, label, ns.exec_prefix(), ips, {"monitor": monitor.pid},
-                          lambda: monitor.poll() is None, log)
+                          lambda: monitor.poll() is None, log,
+                          counters=lambda: control_in(run_dir, {"cmd": "counters", "fresh": True})["counters"])
             bench.wait_ready(run)
             reply = control_in(run_dir, {"cmd": "status"})
             run.pids.update({pd["name"]: pd["pid"] for pd in reply["pds"] if pd["pid"]})
@@ -662,14 +674,17 @@ def per_pd_table(point: dict, title: str) -> None:
     total, n = point["system_cpu_s"], point["received"]
     if not n:
         return
+    wakeups = point.get("wakeups", {})
     rows = [[name, f"{cpu / n * 1e6:.2f}", f"{cpu / point['elapsed_s'] * 100:.0f}%",
              f"{cpu / total:.0%}" if total else "-", f"{point['runs'][name] / n:.2f}",
-             f"{point['runq_wait_s'][name] / n * 1e6:.2f}"]
+             f"{point['runq_wait_s'][name] / n * 1e6:.2f}",
+             f"{wakeups[name][0] / n:.2f}" if name in wakeups else "-",
+             f"{wakeups[name][1] / max(wakeups[name][0], 1):.0%}" if name in wakeups else "-"]
             for name, cpu in sorted(point["cpu_s"].items(), key=lambda kv: -kv[1])]
     print_table(f"{title}: CPU per PD ({rate(point['offered_pps'], ' pps')} offered, "
                 f"{point['size']} B, loss {point['loss_pct']:.2f}%)",
                 ["PD", "CPU µs per echoed packet", "of one core", "share", "runs per packet",
-                 "run-queue wait µs per packet"], rows)
+                 "run-queue wait µs per packet", "wake-ups per packet", "found no work"], rows)
 
 
 TARGETS = [

@@ -21,8 +21,8 @@ requests sent, answered and lost, restarts, buffers leaked per pool, whether the
 runs; any refusal a PD logged, by the kill it followed. ``--json FILE``: ratios
 ``buffers_leaked`` (target 0), ``survived_fraction`` (target 1), ``worst_outage_s``. Into
 ``--out``: soak.png, the outage of every kill over time; soak_monitor.log, the monitor's log.
-An outage includes the monitor's restart backoff, which doubles (0.1 s, 0.2 s, … 10 s) while the
-same PD is killed again within 10 s of its restart.
+An outage includes the monitor's restart backoff: none for a first fault, then 0.1 s, 0.2 s, …
+10 s while the same PD is killed again within 10 s of its restart.
 
     python bench/soak.py [--quick] [--duration S] [--seed N] [--rate PPS] [--direct] [--audit-each]
                          [--kill TYPES] [--json FILE] [--out DIR]
@@ -38,6 +38,7 @@ from __future__ import annotations
 import _common  # noqa: I001  (first: moves bench/ behind the stdlib)
 
 import argparse
+import bisect
 import collections
 import contextlib
 import errno
@@ -55,6 +56,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from array import array
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence, TypeVar
@@ -91,6 +93,7 @@ TICK_S = 0.001
 MAX_BURST = 64                  # requests per client per tick at most (no flood after a stall)
 HEARTBEAT_S = 0.05
 GAP_S = 0.02                    # gaps between two answers longer than this are reported
+LOST_WINDOW_S = 0.5             # an unanswered request sent this close to a kill's outage is charged to it
 DRAIN_S = 1.0
 RCVBUF = 4 << 20
 
@@ -110,6 +113,7 @@ class Flow:
     errnos: collections.Counter[str] = field(default_factory=collections.Counter)
     credit: float = 0.0
     seen: bytearray = field(default_factory=bytearray)
+    sent_at: array = field(default_factory=lambda: array("d"))  # when each request was sent
 
     def failed(self, exc: OSError) -> None:
         self.errnos[errno.errorcode.get(exc.errno or 0, str(exc.errno))] += 1
@@ -141,6 +145,7 @@ def send_due(flow: Flow, index: int, rate: float, dt: float) -> None:
             continue
         flow.sent += 1
         flow.seen.append(0)
+        flow.sent_at.append(time.monotonic())
 
 
 def receive(flow: Flow, index: int) -> None:
@@ -205,7 +210,8 @@ def worker(dsts: Sequence[str], rate: float, max_s: float) -> int:
         if now >= beat + HEARTBEAT_S:  # stamped after the answers it counts
             beat = now
             emit({"t": time.monotonic(), **totals(flows)})
-    emit({"final": True, "t": time.monotonic(), **totals(flows)})
+    lost_at = [[round(f.sent_at[i], 4) for i in range(f.sent) if not f.seen[i]] for f in flows]
+    emit({"final": True, "t": time.monotonic(), "lost_at": lost_at, **totals(flows)})
     return 0
 
 
@@ -352,6 +358,7 @@ class Kill:
     """One SIGKILL and what followed."""
 
     at_s: float                     # since the soak began
+    at: float                       # time.monotonic() of the kill (the load's clock too)
     pd: str
     kind: str
     pid: int
@@ -359,6 +366,8 @@ class Kill:
     survived: bool = False
     back_s: float | None = None     # kill -> the monitor runs the PD again
     outage_s: float | None = None   # the longest gap between answers of the clients on its path
+    answering_at: float | None = None  # when its path answered again
+    lost: int = 0                   # requests sent around it (LOST_WINDOW_S) that were not answered
     leaked: dict[str, int] = field(default_factory=dict)  # --audit-each: buffers it leaked, per pool
     queues: dict[str, int] = field(default_factory=dict)  # not survived: the queues' occupancy then
 
@@ -398,12 +407,13 @@ def kill_one(run_dir: str, traffic: Load, pd: str, began: float) -> Kill | None:
         return None
     at = time.monotonic()
     os.kill(target["pid"], signal.SIGKILL)
-    kill = Kill(at - began, pd, kind_of(pd), target["pid"], path_of(pd))
+    kill = Kill(at - began, at, pd, kind_of(pd), target["pid"], path_of(pd))
     deadline = at + RECOVERY_BOUND_S
     if until(lambda: running(run_dir, pd, not_pid=kill.pid), deadline):
         up = time.monotonic()
         kill.back_s = up - at
         kill.survived = bool(until(lambda: traffic.answered(kill.clients, up), deadline))
+        kill.answering_at = time.monotonic() if kill.survived else None
     traffic.poll()
     if kill.survived:
         kill.outage_s = max(traffic.outage(c, at, traffic.now) for c in kill.clients)
@@ -490,7 +500,27 @@ def soak_under_load(run: "echo.Running", run_dir: str, plan: Plan, work: Path) -
             kills = soak(run_dir, traffic, plan)
         except SystemDied as exc:
             died = str(exc)
-        return {"kills": kills, "load": traffic.stop(), "died": died, "noise": traffic.noise[-20:]}
+        totals = traffic.stop()
+        outside = attribute_losses(kills, totals.pop("lost_at"))
+        return {"kills": kills, "load": totals, "lost_outside_kills": outside, "died": died,
+                "noise": traffic.noise[-20:]}
+
+
+def attribute_losses(kills: Sequence[Kill], lost_at: Sequence[Sequence[float]]) -> int:
+    """Charge each unanswered request to the kill it was sent around (from LOST_WINDOW_S before
+    the kill until LOST_WINDOW_S after its path answered again); return those sent around none."""
+    windows = sorted((k.at - LOST_WINDOW_S, (k.answering_at or k.at + RECOVERY_BOUND_S) + LOST_WINDOW_S, k)
+                     for k in kills)
+    starts = [w[0] for w in windows]
+    outside = 0
+    for times in lost_at:
+        for t in times:
+            i = bisect.bisect_right(starts, t) - 1
+            if i >= 0 and t <= windows[i][1]:
+                windows[i][2].lost += 1
+            else:
+                outside += 1
+    return outside
 
 
 def refusals(log: Path) -> list[dict[str, str | None]]:
@@ -522,6 +552,7 @@ def by_type(kills: Sequence[Kill], final: dict[str, dict]) -> dict[str, dict]:
                          "restarts": sum(st["restarts"] for st in final.values() if kind_of(st["name"]) == kind),
                          "worst_outage_s": max(outages, default=None),
                          "median_outage_s": statistics.median(outages) if outages else None,
+                         "lost": sum(k.lost for k in mine),
                          "leaked": sum(sum(k.leaked.values()) for k in mine)}
     return summary
 
@@ -550,11 +581,12 @@ def report(result: dict, plan: Plan) -> dict[str, float]:
 
 
 def types_table(types: dict[str, dict], plan: Plan) -> None:
-    columns = ["component", "kills", "survived", "restarts (monitor)", "worst outage s", "median outage s"]
+    columns = ["component", "kills", "survived", "restarts (monitor)", "worst outage s", "median outage s",
+               "requests lost around its kills"]
     print_table(f"Random SIGKILLs under UDP echo load (survived: serving again within {RECOVERY_BOUND_S:g} s)",
                 columns + (["buffers leaked by its kills"] if plan.audit_each else []),
                 [[kind, str(t["kills"]), str(t["survived"]), str(t["restarts"]), seconds(t["worst_outage_s"]),
-                  seconds(t["median_outage_s"])] + ([str(t["leaked"])] if plan.audit_each else [])
+                  seconds(t["median_outage_s"]), str(t["lost"])] + ([str(t["leaked"])] if plan.audit_each else [])
                  for kind, t in types.items()])
 
 
@@ -572,6 +604,7 @@ def totals_table(result: dict, plan: Plan, worst: float) -> None:
             ["answered", f"{sum(totals['received'])} ({sum(totals['duplicates'])} duplicates)"],
             ["lost (not answered)", f"{sum(lost)} ({sum(lost) / sum(offered):.3%})" if sum(offered) else "-"],
             ["lost per client", " ".join(map(str, lost))],
+            ["lost away from any kill", str(result["lost_outside_kills"])],
             ["worst outage", f"{worst:.3f} s"],
             ["buffers leaked", str(leaked(pools)) if pools else "not audited"],
             ["system still running", "yes" if result["running"] else f"NO: {result['died']}"]]
@@ -673,7 +706,8 @@ def main() -> int:
                    "by_type": by_type(kills, result["status"]), "load": result["load"], "pools": result["pools"],
                    "restarts": {name: st["restarts"] for name, st in result["status"].items()},
                    "refusals": result["refusals"], "queues_at_end": result["queues"],
-                   "running": result["running"], "died": result["died"]}
+                   "running": result["running"], "died": result["died"],
+                   "lost_outside_kills": result["lost_outside_kills"]}
         _common.write_json(args.json, echo.jsonable(ratios), echo.jsonable(figures), targets=verdicts)
     return 0 if result["running"] and ratios["buffers_leaked"] == 0 else 1
 

@@ -84,6 +84,7 @@ class Component:
         self._calls: dict[int, Caller] = {}
         self._waiter = Waiter()
         self.__outbox: set[int] = set()
+        self._notifies_sent = 0  # immediate notifies (the loop tells productive wake-ups by them)
         #: counters the monitor can read while the PD runs (``sddf counters``)
         self.counters: Counter[str] = Counter()
         self.__stats_page = Region.from_fd("stats", pd.stats_fd, STATS_SIZE, True) if pd.stats_fd >= 0 else None
@@ -158,6 +159,7 @@ class Component:
         if send is None:
             self.__no_channel(ch)
         self.ledger.commit()  # what it tells of is published first
+        self._notifies_sent += 1
         status = send()
         if status < 0:
             check_sent(status, self.__channels[ch].notifier.eventfd)
@@ -217,21 +219,33 @@ class Component:
         after_init()
         beat(next(leaving))
         self.__publish_stats(now=True)  # tells the monitor this PD is up and answers PUBLISH_SIGNAL
-        # the hot loop: bound methods in locals, and no call to publish unchanged counters or to
-        # flush an empty outbox (dict.__eq__, not Counter.__eq__, which costs a Python frame);
-        # the heartbeat is odd while handlers run (the monitor's watchdog reads it)
-        wait, notified, flush, outbox = self._waiter.wait, self.notified, self.__flush, self.__outbox
+        # the hot loop: bound methods in locals, and no call to publish unchanged counters
+        # (dict.__eq__, not Counter.__eq__, which costs a Python frame); the heartbeat is odd
+        # while handlers run (the monitor's watchdog reads it)
+        wait, notified = self._waiter.wait, self.notified
         publish, published, unchanged = self.__publish_stats, self.__published, dict.__eq__
-        commit = self.ledger.commit
+        ledger, counters, finish = self.ledger, self.counters, self.__finish
         while True:
-            ready = wait(None if unchanged(self.counters, published) else publish())
+            ready = wait(None if unchanged(counters, published) else publish())
             beat(next(entering))
             for ch in ready:
+                progress = ledger.commits + self._notifies_sent
                 notified(ch)
-                commit()
-                if outbox:
-                    flush()
+                finish(ch, progress)
             beat(next(leaving))
+
+    def __finish(self, ch: int, progress: int) -> None:
+        """After ``notified(ch)``: commit, send what was deferred, and count the wake-up, and
+        whether it found no work — nothing moved through a queue and nobody was notified since
+        ``progress`` (sDDF's design calls these unproductive; ``sddf counters``, ``sddf top``)."""
+        ledger, counters = self.ledger, self.counters
+        ledger.commit()
+        if self.__outbox:
+            self.__flush()
+        elif ledger.commits + self._notifies_sent == progress:
+            counters["unproductive_wakeups"] += 1
+            counters[f"unproductive_wakeups.ch{ch}"] += 1
+        counters["wakeups"] += 1
 
     def start(self) -> None:
         """Run ``init``, commit what it moved (a first ``init`` marks the ledger started) and
@@ -245,9 +259,9 @@ class Component:
         (how ``sddf.testing`` steps a component in-process)."""
         handled = self._waiter.wait(0)
         for ch in handled:
+            progress = self.ledger.commits + self._notifies_sent
             self.notified(ch)
-            self.ledger.commit()
-            self.__flush()
+            self.__finish(ch, progress)
         return handled
 
     def __signalled(self, wake_r: int) -> None:

@@ -79,6 +79,8 @@ class Ledger:
         self._dirty_flags = bytearray(words + 1)
         self._dirty_flags_ptr = atomic.pointer(self._dirty_flags)
         self._ndirty = 0
+        #: commits that published something (the loop tells productive wake-ups by it)
+        self.commits = 0
         self._rings: list[Any] = []
         self._ring_list = atomic.new_ring_list([])
         #: the component's words (read-only: change one with :meth:`set`)
@@ -159,6 +161,7 @@ class Ledger:
         atomic.ledger_apply(self._ptr, self._ring_list, len(self._rings), self._shared_words_ptr,
                             self._mirror_ptr, self._dirty_ptr, self._ndirty, self._dirty_flags_ptr)
         self._ndirty = 0
+        self.commits += 1
 
     def started(self) -> None:
         """Mark the PD's first ``init`` done (committed with it: see :attr:`fresh`)."""

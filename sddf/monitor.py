@@ -35,7 +35,7 @@ from sddf.channel import channel_pair
 from sddf.ppc import CallPath
 from sddf.ledger import ledger_size
 from sddf.stats import PUBLISH_SIGNAL, STATS_SIZE, heartbeat, read_stats, sequence
-from sddf.system import Channel, ProtectionDomain, SystemDescription, load_program
+from sddf.system import Channel, ProtectionDomain, SystemDescription
 
 STOP_GRACE_S = 1.0
 PARENT_ANSWER_S = 2.0
@@ -57,7 +57,8 @@ def log_to_stderr(msg: str) -> None:
 @dataclass
 class Restarts:
     """A PD's restart policy, as a supervisor (systemd's start limit) keeps it: at most
-    ``limit`` restarts within any ``window_s``; the delay doubles with each fault in a row, up to
+    ``limit`` restarts within any ``window_s``; the first fault in a row restarts at once, and the
+    delay then doubles from RESTART_BACKOFF_S with each further fault in a row, up to
     MAX_BACKOFF_S, and starts afresh once the PD ran HEALTHY_S without faulting or an operator
     restarted it."""
 
@@ -75,7 +76,8 @@ class Restarts:
             return None
         if now - started_at >= HEALTHY_S:
             self.streak = 0
-        delay = min(RESTART_BACKOFF_S * 2 ** self.streak, MAX_BACKOFF_S)
+        # the first fault of a streak restarts at once (a PD's restart loses what arrives meanwhile)
+        delay = min(RESTART_BACKOFF_S * 2 ** (self.streak - 1), MAX_BACKOFF_S) if self.streak else 0.0
         self.streak += 1
         self.recent.append(now)
         self.total += 1
@@ -364,7 +366,7 @@ class Monitor:
         the monitor with it); a new PD that faults in ``init`` or does not finish it within
         SWAP_INIT_S is replaced by the old program again, and the swap fails saying why."""
         st = self._state(name)
-        old_kind, new_kind = load_program(st.program).kind, program_kind(program)
+        old_kind, new_kind = program_kind(st.program), program_kind(program)  # neither imported here
         if old_kind != new_kind:
             raise ValueError(f"cannot swap PD {name!r} from {st.program!r} (kind {old_kind!r}) "
                              f"to {program!r} (kind {new_kind!r}): kinds differ")
@@ -402,7 +404,7 @@ class Monitor:
         return [{"name": st.pd.name, "program": st.program, "state": st.state,
                  "pid": st.proc.pid if st.proc and st.pidfd >= 0 else None,
                  "priority": st.pd.priority, "restarts": st.restarts.total, "last_fault": st.last_fault}
-                for st in self.pds.values()]
+                | _wakeups(st) for st in self.pds.values()]
 
     def _state(self, name: str) -> PdState:
         st = self.pds.get(name)
@@ -572,6 +574,12 @@ def _drain(fd: int) -> bytes:
     finally:
         os.close(fd)
     return b"".join(chunks)
+
+
+def _wakeups(st: PdState) -> dict[str, int]:
+    """A PD's wake-ups and how many found no work, as it last published them."""
+    counters = read_stats(st.stats.view) if st.stats is not None else {}
+    return {key: counters.get(key, 0) for key in ("wakeups", "unproductive_wakeups")}
 
 
 def program_kind(program: str) -> str:

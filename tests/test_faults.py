@@ -70,7 +70,7 @@ def test_bounded_restarts_end_in_a_clean_stop(systems: Start) -> None:
     faults = run.matching(r"^PD doomed faulted: RuntimeError: doomed fails on purpose$")
     assert len(faults) == 3, run.output()
     assert [line.text for line in run.matching(r"^PD doomed: restart \d")] == [
-        "PD doomed: restart 1/2 in 0.1s", "PD doomed: restart 2/2 in 0.2s"]
+        "PD doomed: restart 1/2 in 0.0s", "PD doomed: restart 2/2 in 0.1s"]
     assert run.matching(r"^doomed: boot 3 pid \d+$"), run.output()
     gave_up = run.wait_for(r"^PD doomed: gave up after 2 restarts within 60s; stopping the system$")
     assert gave_up.index > faults[-1].index

@@ -297,3 +297,16 @@ def test_every_queue_can_hold_every_buffer_it_carries(system: EchoBench) -> None
         buffers = sum(size for _, _, size in q.pools) // 2048
         assert q.capacity >= buffers, f"{q.label}: capacity {q.capacity} for {buffers} buffers"
     assert {q.capacity for q in system.bench.sdf.queues if q.label.startswith("net_drv_tx")} == {1024}
+
+
+def test_a_wake_up_that_finds_no_work_is_counted_per_channel(system: EchoBench) -> None:
+    """A notification with nothing queued is an unproductive wake-up (counted for its channel);
+    one that moves frames is not."""
+    virt_rx = system.bench.component("net_virt_rx")
+    driver_ch = virt_rx.config.driver.channel
+    system.bench.component("eth_driver").notify(system.bench.component("eth_driver").config.rx.channel)
+    system.run()
+    assert virt_rx.counters[f"unproductive_wakeups.ch{driver_ch}"] == 1
+    assert system.echoes(DIRECT, 5, b"work") == 5
+    assert virt_rx.counters[f"unproductive_wakeups.ch{driver_ch}"] == 1, "frames moved: not unproductive"
+    assert virt_rx.counters["wakeups"] >= 5

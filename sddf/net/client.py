@@ -61,12 +61,16 @@ class NetClient(Component):
         drain(self.rx_active, self._receive, self.config.batch)
 
     def _receive(self, descs: list[tuple]) -> None:
+        """Hand a batch to ``received`` and send what it answers; the batch's buffers go back in
+        the same commit as the answers, so a client killed in between finds the batch again and
+        answers it then (each request answered once, unless no tx buffer was free)."""
         slot = self.rx_space.slot
         frames = [bytes(slot(off)[:length]) for off, length, _ in descs if length]
         self.rx_free.enqueue_many([(off, 0, oid) for off, _, oid in descs])
+        self.received(frames)
+        self.transmit()
         if self.rx_free.signal_needed():
             self.notify(self.config.rx.channel)
-        self.received(frames)
 
     def received(self, frames: list[bytes]) -> None:
         raise NotImplementedError

@@ -66,7 +66,7 @@ class QueueViews:
 
 def _render(status: dict[str, Any], procs: dict[int, psutil.Process], views: QueueViews) -> Group:
     pds = Table(title=f"system {status['system']!r}")
-    for col in ("PD", "state", "pid", "CPU %", "restarts", "program"):
+    for col in ("PD", "state", "pid", "CPU %", "restarts", "wake-ups", "found no work", "program"):
         pds.add_column(col)
     for pd in status["pds"]:
         cpu = ""
@@ -78,7 +78,8 @@ def _render(status: dict[str, Any], procs: dict[int, psutil.Process], views: Que
                 cpu = f"{proc.cpu_percent(None):5.1f}"
             except psutil.Error:
                 cpu = "-"
-        pds.add_row(pd["name"], pd["state"], str(pd["pid"] or "-"), cpu, str(pd["restarts"]), pd["program"])
+        pds.add_row(pd["name"], pd["state"], str(pd["pid"] or "-"), cpu, str(pd["restarts"]),
+                    str(pd.get("wakeups", "")), str(pd.get("unproductive_wakeups", "")), pd["program"])
     queues = Table(title="queues")
     for col in ("queue", "occupancy", "capacity"):
         queues.add_column(col)
