@@ -226,6 +226,14 @@ def test_no_udp_echo_to_another_echo_port(echo: Echo) -> None:
         assert echo.refused(udp_request(port, sport=port)) == "udp_echo_loop"
 
 
+def test_a_unicast_datagram_in_a_link_broadcast_frame_is_dropped(echo: Echo) -> None:
+    """RFC 1122 3.3.6: a datagram received by link-layer broadcast must name a broadcast (or
+    multicast) IP destination; one naming us is discarded, unanswered."""
+    for port in (STACK_ECHO_PORT, APP_ECHO_PORT):
+        assert echo.refused(udp_request(port, dst_mac=BROADCAST_MAC)) == "ip_unicast_in_link_broadcast"
+    assert echo.refused(icmp_request(dst_mac=BROADCAST_MAC)) == "ip_unicast_in_link_broadcast"
+
+
 @pytest.mark.parametrize("source_mac", [BROADCAST_MAC, bytes.fromhex("01005e000001"), STACK_MAC],
                          ids=["broadcast", "multicast", "ours"])
 def test_no_reply_goes_to_a_group_or_our_own_mac(echo: Echo, source_mac: bytes) -> None:

@@ -143,6 +143,8 @@ class NetStack:
             counters["ip_reserved_flag" if frag & ipv4.FLAG_RESERVED else "ip_fragment"] += 1
         elif dip != self.ip and dip not in self._broadcasts:
             counters["ip_not_for_us"] += 1
+        elif dip == self.ip and dst == ethernet.BROADCAST:
+            counters["ip_unicast_in_link_broadcast"] += 1  # RFC 1122 3.3.6: silently discarded
         elif sip[0] in _NOT_HOST or sip == self.ip or sip == self._subnet_broadcast:
             counters["ip_bad_source"] += 1  # RFC 1122 3.2.1.3: nobody to answer there
         elif proto == ipv4.PROTO_UDP:
