@@ -142,6 +142,8 @@ long ring_take(sddf_ring *r, uint8_t *dst, uint32_t max_count, int commit)
     if (used < 0)
         return -1;
     uint32_t count = (uint32_t)used < max_count ? (uint32_t)used : max_count;
+    if (count > r->capacity)  /* dst holds capacity entries, whatever our own index says */
+        count = r->capacity;
     r->taken = count;
     r->refused = 0;
     if (count == 0)

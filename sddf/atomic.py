@@ -60,6 +60,11 @@ def address(ptr: Pointer) -> int:
     return int(ffi.cast("uintptr_t", ptr))
 
 
+def typed_pointer(ctype: str, buffer: Any) -> Any:
+    """A ``ctype *`` (an array of it) over ``buffer``, which it keeps alive and exported."""
+    return ffi.from_buffer(ctype + "[]", buffer)
+
+
 def pointer(buffer: Any) -> Pointer:
     """A ``uint8_t *`` into ``buffer`` (kept alive by the returned cdata); read-only buffers allowed."""
     return ffi.from_buffer("uint8_t[]", buffer)

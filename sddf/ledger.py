@@ -69,13 +69,15 @@ class Ledger:
         self._capacity = _capacity(words)
         self._shared_words = _words(self._view, words)
         words_bytes = atomic.pointer(self._shared_words)
-        self._shared_words_ptr = atomic.ffi.cast("uint64_t *", words_bytes)
+        # typed pointers made by from_buffer keep their buffers exported (alive, unclosable) as
+        # long as the ledger lives: a cast pointer would outlive an unmapped region
+        self._shared_words_ptr = atomic.typed_pointer("uint64_t", self._shared_words)
         self._regions = _by_id(pd, regions)
         self._redo(words_bytes)
         self._mirror = array("Q", self._shared_words)  # what the PD reads; set() changes it first
-        self._mirror_ptr = atomic.ffi.cast("uint64_t *", atomic.pointer(self._mirror))
+        self._mirror_ptr = atomic.typed_pointer("uint64_t", self._mirror)
         self._dirty = array("I", bytes(4 * (words + 1)))
-        self._dirty_ptr = atomic.ffi.cast("uint32_t *", atomic.pointer(self._dirty))
+        self._dirty_ptr = atomic.typed_pointer("uint32_t", self._dirty)
         self._dirty_flags = bytearray(words + 1)
         self._dirty_flags_ptr = atomic.pointer(self._dirty_flags)
         self._ndirty = 0

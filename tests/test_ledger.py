@@ -53,7 +53,7 @@ def test_a_journal_left_valid_is_applied_by_the_next_instance() -> None:
     producer.enqueue_many([(0, 1, 0)] * 3)
     ledger.set(0, 5)
     rings = atomic.new_ring_list([producer._ring])
-    words = atomic.ffi.cast("uint64_t *", atomic.pointer(ledger._mirror))
+    words = atomic.typed_pointer("uint64_t", ledger._mirror)
     assert atomic.ledger_journal(ledger._ptr, ledger._capacity, rings, 1, words, ledger._dirty_ptr, 1) == 2
     # ... and the process is gone before ledger_apply
     assert NetConsumer("q", regions["q"], CAPACITY).length() == 0

@@ -130,3 +130,21 @@ def test_a_peek_that_meets_a_refused_entry_releases_it_all() -> None:
     assert end.peek_released and end.refused == 1 and end.empty()
     end.release(0)  # already released: nothing more moves
     assert end.index == 3
+
+
+def test_a_release_beyond_the_peeked_entries_is_refused() -> None:
+    """Releasing more than the last peek handed out would move the head past the tail."""
+    consumer = NetConsumer("q", raw_queue([(0, 1, 0), (NET_BUFFER_SIZE, 1, 0)]), CAPACITY)
+    assert len(consumer.peek_many(1)) == 1
+    with pytest.raises(ValueError, match="cannot release 2 entries: the last peek handed out 1"):
+        consumer.release(2)
+    consumer.release(1)
+    assert consumer.dequeue_many() == [(NET_BUFFER_SIZE, 1, 0)]
+
+
+def test_a_take_copies_at_most_a_queue_of_entries_whatever_its_own_index_says() -> None:
+    """An own index past the tail (a misused end) makes the queue look over-full: the copy into
+    the end's private staging buffer stops at its capacity instead of writing past it."""
+    consumer = NetConsumer("q", raw_queue([(0, 1, 0)]), CAPACITY)
+    consumer._ring.own = 2  # head past the tail (1): the queue looks 65535 entries long
+    assert len(consumer.peek_many(10 * CAPACITY)) <= CAPACITY

@@ -140,6 +140,7 @@ class EntryConsumer(_EntryEnd):
         #: entries refused so far (consumed, never handed out)
         self.refused = 0
         self.peek_released = False
+        self._peeked = 0  # entries the last peek_many handed out
 
     @property
     def last_taken(self) -> int:
@@ -197,12 +198,18 @@ class EntryConsumer(_EntryEnd):
             self._report_refused()
             self._advance(self._ring.taken)
         flat = (self._unpackers.get(count) or self._new_unpacker(count))() if count else ()
+        self._peeked = 0 if self.peek_released else count
         return list(zip(*[iter(flat)] * self._fmt.fields))
 
     def release(self, used: int) -> None:
         """Release the first ``used`` entries of the last :meth:`peek_many` (unless it released them)."""
-        if not self.peek_released:
-            self._advance(used)
+        if self.peek_released:
+            return
+        if not 0 <= used <= self._peeked:
+            raise ValueError(f"queue {self.name!r}: cannot release {used} entries: the last peek handed out "
+                             f"{self._peeked}")
+        self._peeked -= used
+        self._advance(used)
 
     def _report_refused(self) -> None:
         """The last batch had entries refused in C (see :class:`sddf.net.queue.NetConsumer`)."""
