@@ -350,10 +350,24 @@ def parser() -> argparse.ArgumentParser:
                          help="fault injection: the new instance SIGKILLs itself just before its N-th write "
                               "to shared memory (a queue move, signal flag, ledger step or notify)")
     add("stop", cmd_stop, "stop a running system", running=True)
+    for name, (_module, help_text) in TOOLS.items():  # listed here; their own parsers take the rest
+        sub.add_parser(name, help=help_text, add_help=False)
     return p
 
 
+#: commands whose arguments their own module parses: name -> (module with main(argv), help)
+TOOLS = {
+    "sim": ("sddf.tools.sim", "run SYSTEM's components in one process under a seeded scheduler (store buffers, "
+            "simulated devices, injected faults, invariants after every step); replay a failure by its seed"),
+    "fuzz": ("sddf.tools.fuzz", "fuzz whatever reads another component's bytes (components' queues, the netstack, "
+             "PPC decoding, the system loader, a component of yours); --list names the targets"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in TOOLS:
+        return int(importlib.import_module(TOOLS[argv[0]][0]).main(argv[1:]))
     args = parser().parse_args(argv)
     try:
         return args.func(args)

@@ -13,17 +13,10 @@ import socket
 import struct
 import time
 
+from sddf.apps.netstack.checksum import checksum
+
 UDP_ECHO_PORT = 1235
 TCP_ECHO_PORT = 1236
-
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def icmp_ping(ip: str, count: int = 3, timeout: float = 1.0) -> list[float | None]:
@@ -34,7 +27,7 @@ def icmp_ping(ip: str, count: int = 3, timeout: float = 1.0) -> list[float | Non
         for seq in range(count):
             payload = struct.pack("!d", time.monotonic()) + bytes(range(48))
             header = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
-            packet = struct.pack("!BBHHH", 8, 0, _checksum(header + payload), ident, seq) + payload
+            packet = struct.pack("!BBHHH", 8, 0, checksum(header + payload), ident, seq) + payload
             start = time.monotonic()
             s.sendto(packet, (ip, 0))
             rtts.append(None)
