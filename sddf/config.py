@@ -110,7 +110,7 @@ def typed(cls: type[T], values: dict[str, Any], owner: str) -> T:
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = set(values) - names
     if unknown:
-        raise ConfigError(f"{owner}: unknown config field(s) {sorted(unknown)} for {cls.__name__}")
+        raise ConfigError(f"{owner}: unknown config field(s) {sorted(unknown, key=repr)} for {cls.__name__}")
     try:
         return cls(**{name: _typed_value(hints[name], value, f"{owner}.{name}") for name, value in values.items()})
     except TypeError as exc:

@@ -20,6 +20,7 @@ step of its ledger's commit, a notify), as a ``kill -9`` at that instruction wou
 """
 from __future__ import annotations
 
+import gc
 import socket
 from collections import Counter
 from dataclasses import dataclass
@@ -234,6 +235,7 @@ class Bench:
         if self._unpatch is not None:
             self._unpatch()
             self._unpatch = None
+        gc.collect()  # the dropped components are cycles holding views of the regions closed next
         self.monitor.close()
 
     def __enter__(self) -> "Bench":
