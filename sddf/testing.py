@@ -20,7 +20,6 @@ step of its ledger's commit, a notify), as a ``kill -9`` at that instruction wou
 """
 from __future__ import annotations
 
-import gc
 import socket
 from collections import Counter
 from dataclasses import dataclass
@@ -203,6 +202,10 @@ class Bench:
         """Drop ``name``'s component without letting it run again (a ``kill -9``)."""
         component = self.components.pop(name)
         component._waiter.close()
+        # freed by reference counting, not left to the cycle collector: CPython 3.11 can crash
+        # collecting a memoryview that a cffi pointer still exports (its tp_clear drops the view's
+        # buffer while exported); emptying the component breaks its cycles (bound methods)
+        vars(component).clear()
         self.stalled.discard(name)
 
     def restart(self, name: str) -> Component:
@@ -235,7 +238,6 @@ class Bench:
         if self._unpatch is not None:
             self._unpatch()
             self._unpatch = None
-        gc.collect()  # the dropped components are cycles holding views of the regions closed next
         self.monitor.close()
 
     def __enter__(self) -> "Bench":

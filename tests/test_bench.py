@@ -2,6 +2,8 @@
 in-process PPC with the callee's deferred notifies sent, and a system that never settles."""
 from __future__ import annotations
 
+import gc
+import weakref
 from typing import Iterator
 
 import pytest
@@ -89,3 +91,20 @@ def test_a_system_that_never_settles_is_reported() -> None:
         bench.component("a").notify(ch.pd_a_id)
         with pytest.raises(BenchError, match="did not settle"):
             bench.run(max_steps=50)
+
+
+
+def test_a_killed_component_is_freed_without_the_cycle_collector() -> None:
+    """Its queue ends (and the memory they point into) go by reference counting alone: CPython
+    3.11 can crash when its cycle collector frees a memoryview that a cffi pointer still exports."""
+    from sddf.apps.systems import echo
+
+    with Bench(echo.system()) as bench:
+        bench.start()
+        gc.disable()
+        try:
+            end = weakref.ref(bench.component("net_virt_rx").driver_active)
+            bench.kill("net_virt_rx")
+            assert end() is None, "the killed component's queue end waits for the cycle collector"
+        finally:
+            gc.enable()

@@ -289,11 +289,12 @@ class Arena:
             if pd is not None:
                 exc.add_note(f"sddf fuzz: raised in PD {pd.name!r}")
             raise exc
-        self.faults[pd.name] += 1
-        if pd.name in self.bench.components:
-            self.bench.kill(pd.name)
-        if self.faults[pd.name] <= MAX_RESTARTS:
-            self._guarded(lambda: self.bench.restart(pd.name))
+        name = pd.name  # a killed component is emptied
+        self.faults[name] += 1
+        if name in self.bench.components:
+            self.bench.kill(name)
+        if self.faults[name] <= MAX_RESTARTS:
+            self._guarded(lambda: self.bench.restart(name))
 
     def drain_tap(self) -> list[bytes]:
         """What the system transmitted to the outside world since the last look (ARP requests for
