@@ -235,6 +235,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     for pd in reply["pds"]:
         fault = f"  last fault: {pd['last_fault']}" if pd["last_fault"] else ""
         print(f"{pd['name']:16} {pd['state']:10} pid {pd['pid']!s:8} restarts {pd['restarts']}  "
+              f"wake-ups {pd.get('wakeups', 0)} ({pd.get('unproductive_wakeups', 0)} found no work)  "
               f"{pd['program']}{fault}")
     return 0
 
@@ -351,7 +352,7 @@ def parser() -> argparse.ArgumentParser:
                               "to shared memory (a queue move, signal flag, ledger step or notify)")
     add("stop", cmd_stop, "stop a running system", running=True)
     for name, (_module, help_text) in TOOLS.items():  # listed here; their own parsers take the rest
-        sub.add_parser(name, help=help_text, add_help=False)
+        sub.add_parser(name, help=help_text, description=help_text, add_help=False)
     return p
 
 
