@@ -61,10 +61,26 @@ def address(ptr: Pointer) -> int:
 
 
 def typed_pointer(ctype: str, buffer: Any) -> Any:
-    """A ``ctype *`` (an array of it) over ``buffer``, which it keeps alive and exported."""
-    return ffi.from_buffer(ctype + "[]", buffer)
+    """A ``ctype *`` into ``buffer``, keeping its memory alive (see :func:`pointer`)."""
+    base = pointer(buffer)
+    return _anchored(ffi.cast(ctype + " *", base), base)
 
 
 def pointer(buffer: Any) -> Pointer:
-    """A ``uint8_t *`` into ``buffer`` (kept alive by the returned cdata); read-only buffers allowed."""
-    return ffi.from_buffer("uint8_t[]", buffer)
+    """A ``uint8_t *`` into ``buffer`` that keeps its memory alive; read-only buffers allowed.
+
+    For a memoryview the export is taken on the object underneath (an mmap, a bytearray), never
+    on the view: CPython 3.11's cycle collector can crash freeing a memoryview that is still
+    exported (its tp_clear drops the view's buffer anyway), and views live in components' cycles."""
+    if not isinstance(buffer, memoryview) or buffer.obj is None:
+        return ffi.from_buffer("uint8_t[]", buffer)
+    base = ffi.from_buffer("uint8_t[]", buffer.obj)
+    probe = ffi.from_buffer("uint8_t[]", buffer)  # only to learn where the view starts
+    offset = address(probe) - address(base)
+    del probe
+    return _anchored(ffi.cast("uint8_t *", base) + offset, base)
+
+
+def _anchored(ptr: Any, owner: Any) -> Any:
+    """``ptr``, as a cdata that keeps ``owner`` (the export of the memory it points into) alive."""
+    return ffi.gc(ptr, lambda _ptr, _owner=owner: None)

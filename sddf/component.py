@@ -248,10 +248,9 @@ class Component:
         counters["wakeups"] += 1
 
     def start(self) -> None:
-        """Run ``init``, commit what it moved (a first ``init`` marks the ledger started) and
-        send what it deferred."""
+        """Run ``init``, commit what it moved and send what it deferred."""
         self.init()
-        self.ledger.started()
+        self.ledger.commit()
         self.__flush()
 
     def handle_pending(self) -> list[int]:

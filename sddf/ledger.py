@@ -17,8 +17,8 @@ Layout (the C side, ``ledger_journal``/``ledger_apply`` in ``_ring.c``, uses the
 u64 count of valid journal entries at 0; from 64, ``capacity`` entries of 24 bytes
 {u32 region, u32 offset, u32 width, u32 reserved, u64 value}: region 0 is a word (offset: its
 index), any other is the crc32 of the map name holding a queue index (offset: its byte offset,
-width: its bytes); then the words, u64 each. Word 0 is the ledger's own: set once the PD's first
-``init`` has committed (``fresh`` is True until then).
+width: its bytes); then the words, u64 each. Word 0 is the ledger's own: set by the PD's first
+commit (``fresh`` is True until then).
 """
 from __future__ import annotations
 
@@ -87,8 +87,11 @@ class Ledger:
         self._ring_list = atomic.new_ring_list([])
         #: the component's words (read-only: change one with :meth:`set`)
         self.words = memoryview(self._mirror)[1:].toreadonly()
-        #: True until this PD's first ``init`` has committed (a fresh system, not a restart)
+        #: True until this PD's first commit (a fresh system, not a restart): the mark is staged
+        #: now, so whatever a first ``init`` publishes (buffers it hands out) is published with it
         self.fresh = self._mirror[0] == 0
+        if self.fresh:
+            self._set(0, 1)
 
     def _redo(self, words_bytes: Any) -> None:
         """Apply a journal a dead predecessor made valid but may not have finished applying."""
@@ -165,11 +168,6 @@ class Ledger:
         self._ndirty = 0
         self.commits += 1
 
-    def started(self) -> None:
-        """Mark the PD's first ``init`` done (committed with it: see :attr:`fresh`)."""
-        if self._mirror[0] == 0:
-            self._set(0, 1)
-        self.commit()
 
 
 def _words(view: memoryview, words: int) -> memoryview:

@@ -54,7 +54,8 @@ def test_a_journal_left_valid_is_applied_by_the_next_instance() -> None:
     ledger.set(0, 5)
     rings = atomic.new_ring_list([producer._ring])
     words = atomic.typed_pointer("uint64_t", ledger._mirror)
-    assert atomic.ledger_journal(ledger._ptr, ledger._capacity, rings, 1, words, ledger._dirty_ptr, 1) == 2
+    assert atomic.ledger_journal(ledger._ptr, ledger._capacity, rings, 1, words, ledger._dirty_ptr,
+                                 ledger._ndirty) == 3  # the ring, the fresh mark, the word
     # ... and the process is gone before ledger_apply
     assert NetConsumer("q", regions["q"], CAPACITY).length() == 0
     again = ledger_over(memory, regions)
@@ -65,8 +66,8 @@ def test_a_journal_left_valid_is_applied_by_the_next_instance() -> None:
 def test_fresh_until_the_first_init_commits() -> None:
     regions, memory = queue(), bytearray(ledger_size(WORDS))
     first = ledger_over(memory, regions)
-    assert first.fresh
-    first.started()
+    assert first.fresh and ledger_over(memory, regions).fresh, "nothing committed yet"
+    first.commit()
     assert not ledger_over(memory, regions).fresh
 
 

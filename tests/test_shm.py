@@ -184,3 +184,20 @@ def test_reaper_unlinks_the_named_regions_of_a_killed_creator() -> None:
         assert not [path for path in paths if path.exists()], f"not unlinked after {REAPER_WAIT_S} s"
     finally:
         worker.stop()
+
+
+def test_a_pointer_into_a_region_exports_the_mapping_not_the_view() -> None:
+    """CPython 3.11's cycle collector can crash freeing a memoryview a cffi pointer still exports:
+    a pointer is taken on the mapping underneath, which it keeps mapped while it lives."""
+    from sddf import atomic
+
+    region = Region.create("ptr", PAGE_SIZE)
+    view = region.view[64:128]
+    ptr = atomic.pointer(view)
+    atomic.store_release_u32(ptr, 4, 0xABCD)
+    assert view[4:8].tobytes() == (0xABCD).to_bytes(4, "little")
+    view.release()  # not exported by the pointer
+    with pytest.raises(RegionError, match="still in use"):
+        region.close()  # the mapping is, while the pointer lives
+    del ptr
+    region.close()

@@ -140,3 +140,19 @@ def test_a_client_resending_a_buffer_not_yet_given_back_is_refused(tx: TxHarness
     assert tx.virt.counters["client0.not_owned"] == 50
     tx.submit(1, 3)  # the other client is not disturbed
     assert tx.sent_by() == [1, 1, 1]
+
+
+def test_a_client_that_sent_before_virt_tx_started_is_told_of_its_buffers() -> None:
+    """A client whose first frame finds no tx buffer asks to be signalled and sleeps; a fresh
+    virt_tx that then fills its free queue must notify it (spin found it did not:
+    models/README.md, "Found")."""
+    from components.early_sender import FRAME
+    from sddf.apps.systems import echo
+    from sddf.testing import Bench
+
+    sdf = echo.system()
+    sdf.pd("client0").program = "components.early_sender:EarlySender"
+    with Bench(sdf) as bench:
+        bench.start("timer", "eth_driver", "net_virt_rx", "client0", "client1_copier", "client1", "net_virt_tx")
+        bench.run()
+        assert bench.frames("eth_driver").recv(2048) == FRAME

@@ -62,6 +62,8 @@ class NetVirtTx(Component):
         if self.ledger.fresh:  # each client's buffers start on its free queue
             for c in self.clients:
                 fill_free(c.free, c.space.addresses()[:c.free.capacity])
+                if c.free.signal_needed():  # it tried to send before we started (found by spin)
+                    self.notify(c.channel)
         self.wake_peers(cfg.driver.channel, *(c.channel for c in self.clients))
         self.notified(cfg.driver.channel)
 
