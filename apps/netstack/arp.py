@@ -36,7 +36,7 @@ class ArpConfig:
     cache_size: int = 256
     retry_ns: int = 1_000_000_000
     retries: int = 3
-    queue_limit: int = 64
+    queue_limit: int = 512  # packets held per unresolved neighbour: a restarted client answers its whole rx pool
 
 
 @dataclass
