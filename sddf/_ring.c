@@ -80,16 +80,24 @@ void ring_advance(sddf_ring *r, uint32_t count)
         ring_store_own(r);
 }
 
+/* Copy count entries from our index on, entry i at slot i % capacity, in contiguous runs: a run
+   ends where the slots reach the end of the ring or the index wraps (a capacity need not divide
+   2^index_bits: sDDF's block and serial queues may hold 384). */
 static void ring_copy(sddf_ring *r, uint8_t *dst, const uint8_t *src, uint32_t count, int out)
 {
-    uint32_t first = r->own & (r->capacity - 1), n = r->capacity - first < count ? r->capacity - first : count;
     size_t size = r->entry_size;
-    if (out) {
-        memcpy(dst, r->entries + size * first, size * n);
-        memcpy(dst + size * n, r->entries, size * (count - n));
-    } else {
-        memcpy(r->entries + size * first, src, size * n);
-        memcpy(r->entries, src + size * n, size * (count - n));
+    for (uint32_t done = 0; done < count;) {
+        uint32_t index = (r->own + done) & ring_mask(r), slot = index % r->capacity, n = count - done;
+        uint64_t to_wrap = (uint64_t)ring_mask(r) + 1 - index;
+        if (n > r->capacity - slot)
+            n = r->capacity - slot;
+        if (n > to_wrap)
+            n = (uint32_t)to_wrap;
+        if (out)
+            memcpy(dst + size * done, r->entries + size * slot, size * n);
+        else
+            memcpy(r->entries + size * slot, src + size * done, size * n);
+        done += n;
     }
 }
 

@@ -245,8 +245,18 @@ SERIAL = ByteKind(
 KINDS = (NET, BLK_REQ, BLK_RESP, SERIAL)
 KIND_IDS = [k.name for k in KINDS]
 CAPACITIES = (1, 2, 4, 8, 16, 32)
+ANY_CAPACITIES = (3, 6, 12, 24, 384)  # 32-bit kinds take these too (sdfgen: a sum of client queues)
 
 
 def near_wrap(kind: QueueKind, capacity: int) -> st.SearchStrategy[int]:
-    """A starting index within three capacities of where the free-running index wraps to 0."""
+    """A starting index within three capacities of where the free-running index wraps to 0; for a
+    capacity that does not divide 2^32, one far from it (entry i lives at slot i % capacity, so
+    there, as in sDDF, the wrap after 2^32 entries can put two entries in one slot)."""
+    if kind.modulus % capacity:
+        return st.integers(0, kind.modulus - (1 << 20))
     return st.integers(kind.modulus - 3 * capacity, kind.modulus - 1)
+
+
+def capacities(kind: QueueKind) -> st.SearchStrategy[int]:
+    """Capacities an end of ``kind`` takes: powers of two, and any with 32-bit indices."""
+    return st.sampled_from(CAPACITIES + (ANY_CAPACITIES if kind.modulus > 1 << 16 else ()))

@@ -143,6 +143,7 @@ class RespConsumer(EntryConsumer):
 STORAGE_INFO_STRUCT = struct.Struct("<64s?xHHHHHH2xQ")
 STORAGE_INFO_SIZE = STORAGE_INFO_STRUCT.size
 READY_OFFSET = 65
+SERIAL_NUMBER_MAX = 63  # bytes of text: the field is a NUL-terminated char[64]
 
 
 class BlkStorageInfo(NamedTuple):
@@ -160,16 +161,26 @@ class BlkStorageInfo(NamedTuple):
 
 
 def write_storage_info(buffer: Any, info: BlkStorageInfo) -> None:
-    """Fill in the storage info, then publish ``ready`` with a store-release."""
+    """Fill in the storage info, then publish ``ready`` with a store-release (a device already
+    ready is not-ready meanwhile: a virtualiser sees ready → ready as not-ready → ready)."""
+    if len(info.serial_number) > SERIAL_NUMBER_MAX or b"\0" in info.serial_number:
+        raise ValueError(f"serial number {info.serial_number!r}: at most {SERIAL_NUMBER_MAX} bytes of text "
+                         "without NUL (the field is NUL-terminated)")
     ptr = atomic.pointer(buffer)
-    atomic.store_release_u8(ptr, READY_OFFSET, 0)
-    STORAGE_INFO_STRUCT.pack_into(buffer, 0, *info)
+    set_not_ready(buffer)
+    STORAGE_INFO_STRUCT.pack_into(buffer, 0, *info)  # its pad byte is ``ready``: 0 until the store below
     atomic.store_release_u8(ptr, READY_OFFSET, 1)
 
 
+def set_not_ready(buffer: Any) -> None:
+    """The device is gone (or about to change): clients stop trusting the storage info."""
+    atomic.store_release_u8(atomic.pointer(buffer), READY_OFFSET, 0)
+
+
 def read_storage_info(buffer: Any) -> BlkStorageInfo | None:
-    """The storage info once the device has published it, else None."""
+    """The storage info once the device has published it (and not taken it back), else None. The
+    serial number is the text before its first NUL (a device may leave bytes after it)."""
     if not atomic.load_acquire_u8(atomic.pointer(buffer), READY_OFFSET):
         return None
     serial, *rest = STORAGE_INFO_STRUCT.unpack_from(buffer, 0)
-    return BlkStorageInfo(serial.rstrip(b"\0"), *rest)
+    return BlkStorageInfo(serial.split(b"\0", 1)[0], *rest)

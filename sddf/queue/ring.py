@@ -47,10 +47,28 @@ class Layout:
 
 
 def check_capacity(name: str, capacity: int, index_bits: int) -> None:
-    """Capacities are powers of two so that slot = index % capacity survives index wrap."""
-    if capacity <= 0 or capacity & (capacity - 1) or capacity > 1 << (index_bits - 1):
-        raise ValueError(f"queue {name!r}: capacity {capacity} must be a power of two "
-                         f"no larger than {1 << (index_bits - 1)}")
+    """Entry i lives at slot i % capacity. With 16-bit indices (net) the capacity must be a power
+    of two: otherwise, once the index wraps (every 65536 entries), two entries in flight can share
+    a slot. 32-bit indices (block, serial) take any capacity, as sDDF's do (sdfgen sizes a
+    virtualiser's queue as the sum of its clients', e.g. 384); they wrap after 2^32 entries."""
+    largest = 1 << (index_bits - 1)
+    power_of_two = not capacity & (capacity - 1)
+    if capacity <= 0 or capacity > largest or (index_bits == 16 and not power_of_two):
+        need = "a power of two" if index_bits == 16 else "at least 1"
+        raise ValueError(f"queue {name!r}: capacity {capacity} must be {need} and no larger than {largest}")
+
+
+def runs(index: int, count: int, capacity: int, index_bits: int) -> list[tuple[int, int]]:
+    """``(slot, n)`` runs of contiguous slots holding ``count`` entries from ``index`` on (entry i
+    at slot i % capacity): a run ends at the end of the ring or where the index wraps."""
+    out, done, wrap = [], 0, 1 << index_bits
+    while done < count:
+        at = (index + done) % wrap
+        slot = at % capacity
+        n = min(count - done, capacity - slot, wrap - at)
+        out.append((slot, n))
+        done += n
+    return out
 
 
 class RingEnd:
@@ -211,11 +229,9 @@ class RingEnd:
         """Publish ``count`` entries (producer) or release them (consumer) with one store."""
         atomic.ring_advance(self._ring, count)
 
-    def _first_run(self, count: int) -> tuple[int, int]:
-        """``(slot, n)``: where ``count`` entries from our index start, and how many of them come
-        before the end of the ring (the other ``count - n`` continue from slot 0)."""
-        first = self._own & (self.capacity - 1)
-        return first, min(count, self.capacity - first)
+    def _runs(self, count: int) -> list[tuple[int, int]]:
+        """Where ``count`` entries from our index lie: ``(slot, n)`` runs (see :func:`runs`)."""
+        return runs(self._own, count, self.capacity, self._ring.index_bits)
 
 
 

@@ -36,10 +36,10 @@ class SerialProducer(_SerialEnd):
         count = min(len(data), self.capacity - self._refresh())
         if count <= 0:
             return 0
-        first, n = self._first_run(count)
-        self._data[first:first + n] = data[:n]
-        if count > n:  # wraps to the start of the data region
-            self._data[:count - n] = data[n:count]
+        done = 0
+        for slot, n in self._runs(count):
+            self._data[slot:slot + n] = data[done:done + n]
+            done += n
         self._advance(count)
         return count
 
@@ -57,9 +57,6 @@ class SerialConsumer(_SerialEnd):
             count = max_count
         if count <= 0:
             return b""
-        first, n = self._first_run(count)
-        out = bytes(self._data[first:first + n])
-        if count > n:  # wraps to the start of the data region
-            out += bytes(self._data[:count - n])
+        out = b"".join(bytes(self._data[slot:slot + n]) for slot, n in self._runs(count))
         self._advance(count)
         return out

@@ -20,6 +20,7 @@ from typing import Any, Callable, Protocol
 from sddf import atomic
 from sddf.ledger import ENTRIES_OFFSET, ENTRY
 from sddf.sim.memory import Memory
+from sddf.queue.ring import runs
 
 ffi = atomic.ffi
 MASKS = {16: 0xFFFF, 32: 0xFFFFFFFF}
@@ -136,11 +137,9 @@ class Models:
         self._advance(r, count)
 
     def _segments(self, r: Any, count: int) -> list[tuple[int, int]]:
-        """(byte offset in the entries, bytes) of ``count`` entries from our index, wrapping once."""
-        first = r.own & (r.capacity - 1)
-        n = min(r.capacity - first, count)
+        """(byte offset in the entries, bytes) of ``count`` entries from our index, as ring_copy runs."""
         size = r.entry_size
-        return [(size * first, size * n), (0, size * (count - n))]
+        return [(size * slot, size * n) for slot, n in runs(r.own, count, r.capacity, r.index_bits)]
 
     def ring_take(self, r: Any, dst: Any, max_count: int, commit: int) -> int:
         self.obs.point()
