@@ -68,9 +68,8 @@ class Ledger:
         self._ptr = atomic.pointer(self._view)
         self._capacity = _capacity(words)
         self._shared_words = _words(self._view, words)
-        words_bytes = atomic.pointer(self._shared_words)
-        # typed pointers made by from_buffer keep their buffers exported (alive, unclosable) as
-        # long as the ledger lives: a cast pointer would outlive an unmapped region
+        words_bytes = atomic.pointer(self._shared_words)  # for the redo's stores, by byte offset
+        # the ledger's pointers keep their memory mapped as long as it lives (atomic.pointer)
         self._shared_words_ptr = atomic.typed_pointer("uint64_t", self._shared_words)
         self._regions = _by_id(pd, regions)
         self._redo(words_bytes)
