@@ -55,14 +55,15 @@ class NetVirtRx(Component):
         self.by_mac = {c.mac: c for c in self.clients}
         self.everyone = sum(c.bit for c in self.clients)
         self.ledger.track(self.driver_free, self.driver_active, *(e for c in self.clients for e in (c.free, c.active)))
-        self.ledger.require(len(self.client_space.addresses()), "one per rx buffer")
+        addresses = self.driver_space.addresses()  # buffer number -> its io address
+        self.ledger.require(len(addresses), "one per rx buffer")
         self.holders = self.ledger.words  # buffer number -> its word
-        if self.ledger.fresh:  # hand the driver its buffers; after a restart they are where the words say
-            self.to_driver = [(io, 0, 0) for io in self.driver_space.addresses()[:cfg.driver.capacity]]
-            self.counters["buffers"] = len(self.to_driver)
         self.pending = {i for i, word in enumerate(self.holders) if word & PENDING}
-        if not self.ledger.fresh:
-            self.to_driver = [(self.driver_space.addresses()[i], 0, 0) for i in sorted(self.pending)]
+        if self.ledger.fresh:  # hand the driver its buffers; after a restart they are where the words say
+            self.to_driver = [(io, 0, 0) for io in addresses[:cfg.driver.capacity]]
+            self.counters["buffers"] = len(self.to_driver)
+        else:
+            self.to_driver = [(addresses[i], 0, 0) for i in sorted(self.pending)]
         self.counters["held_by_clients"] = sum(1 for word in self.holders if word and not word & PENDING)
         self.wake_peers(cfg.driver.channel, *(c.channel for c in self.clients))
         self.notified(cfg.driver.channel)
