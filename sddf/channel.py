@@ -131,10 +131,16 @@ class Waiter:
         self._notifications[notification.fileno()] = (channel, notification.consume)
         self._epoll.register(notification.fileno(), select.EPOLLIN | select.EPOLLET)
 
-    def add_irq(self, channel: int, fd: int, events: int = select.EPOLLIN) -> None:
-        """A device fd as an irq: masked after it fires until :meth:`irq_ack` (Microkit semantics)."""
+    def add_irq(self, channel: int, fd: int, events: int = select.EPOLLIN) -> bool:
+        """A device fd as an irq: masked after it fires until :meth:`irq_ack` (Microkit semantics).
+        Returns False for a device that cannot signal (a regular file or a block device, which
+        epoll refuses): it is never ready, and raises no irq."""
+        try:
+            self._epoll.register(fd, events | select.EPOLLONESHOT)
+        except PermissionError:
+            return False
         self._irqs[fd] = channel
-        self._epoll.register(fd, events | select.EPOLLONESHOT)
+        return True
 
     def irq_ack(self, fd: int, events: int = select.EPOLLIN) -> None:
         self._epoll.modify(fd, events | select.EPOLLONESHOT)

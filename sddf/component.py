@@ -115,8 +115,10 @@ class Component:
                     callee = Callee(grant.call, path)
                     self._waiter.add_callback(callee.fileno(), partial(self.__serve, ch, callee),
                                                select.EPOLLIN | select.EPOLLET)
+        self.__irq_fds: dict[int, int] = {}  # channel -> the fd that raises its irq
         for ch, fd in pd.irqs.items():
-            self._waiter.add_irq(ch, fd)
+            if self._waiter.add_irq(ch, fd):
+                self.__irq_fds[ch] = fd
         if pd.child_faults_fd >= 0:
             faults = socket.socket(fileno=pd.child_faults_fd)
             self._waiter.add_callback(pd.child_faults_fd, lambda: self.__child_fault(faults))
@@ -196,10 +198,25 @@ class Component:
 
     def irq_ack(self, ch: int) -> None:
         """Re-enable the irq on channel ``ch`` (it stays masked after firing until acked)."""
-        fd = self.pd.irqs.get(ch)
+        fd = self.__irq_fds.get(ch)
         if fd is None:
             raise GrantError(f"PD {self.name!r} has no irq on channel {ch}")
         self._waiter.irq_ack(fd)
+
+    def device(self, ch: int) -> int:
+        """The host device fd granted as the irq on channel ``ch`` (a TAP, a timerfd, an image file)."""
+        fd = self.pd.irqs.get(ch)
+        if fd is None:
+            raise GrantError(f"PD {self.name!r} has no device on channel {ch}")
+        return fd
+
+    def raise_irq_from(self, ch: int, fd: int) -> None:
+        """Make ``fd`` (an eventfd the driver's I/O threads write) raise channel ``ch``'s irq: for a
+        device that cannot signal by itself, such as an image file (see :meth:`Waiter.add_irq`)."""
+        if ch not in self.pd.irqs or ch in self.__irq_fds:
+            raise GrantError(f"PD {self.name!r}: channel {ch} is not a device irq that cannot signal")
+        self._waiter.add_irq(ch, fd)
+        self.__irq_fds[ch] = fd
 
     # ---- the loop -----------------------------------------------------------------------
     def run(self, after_init: Callable[[], None] = lambda: None) -> None:

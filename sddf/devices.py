@@ -2,11 +2,13 @@
 
 Irq sources: ``timerfd``; ``tap:NAME[,mtu=N][,mac=aa:bb:..][,addr=A.B.C.D/P]`` — a TAP
 interface (IFF_TAP | IFF_NO_PI, non-blocking) in the monitor's network namespace, with the
-link MTU/MAC set and, with ``addr``, the host side's address assigned and the link up.
+link MTU/MAC set and, with ``addr``, the host side's address assigned and the link up;
+``blk:PATH[,access=ro]`` — a disk image file or block device, opened read-write (or read-only).
 """
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import ipaddress
 import os
@@ -81,7 +83,23 @@ def _tap(source: str, options: dict[str, str]) -> int:
     return fd
 
 
-OPENERS = {"timerfd": _timerfd, "tap": _tap}
+BLK_ACCESS = {"rw": os.O_RDWR, "ro": os.O_RDONLY}
+
+
+def _blk(source: str, options: dict[str, str]) -> int:
+    problem = _check_blk(dict(options))
+    if problem:
+        raise DeviceError(f"irq source {source!r}: {problem}")
+    path, access = options[""], options.get("access", "rw")
+    try:
+        return os.open(path, BLK_ACCESS[access] | os.O_CLOEXEC)
+    except OSError as exc:
+        hint = (" (open it read-only with access=ro)"
+                if access == "rw" and exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM) else "")
+        raise DeviceError(f"irq source {source!r}: cannot open block image {path!r}: {exc.strerror}{hint}") from exc
+
+
+OPENERS = {"timerfd": _timerfd, "tap": _tap, "blk": _blk}
 
 
 def parse_source(source: str) -> tuple[str, dict[str, str]]:
@@ -148,7 +166,18 @@ def _check_timerfd(options: dict[str, str]) -> str | None:
     return f"a timerfd takes no options, not {sorted(options)}" if options else None
 
 
-CHECKERS = {"timerfd": _check_timerfd, "tap": _check_tap}
+def _check_blk(options: dict[str, str]) -> str | None:
+    if not options.pop("", ""):
+        return "a block device needs the path of its image: blk:PATH[,access=ro]"
+    unknown = sorted(set(options) - {"access"})
+    if unknown:
+        return f"unknown block option(s) {unknown} (known: access)"
+    if options.get("access", "rw") not in BLK_ACCESS:
+        return f"access={options['access']!r}: choose from {', '.join(BLK_ACCESS)}"
+    return None
+
+
+CHECKERS = {"timerfd": _check_timerfd, "tap": _check_tap, "blk": _check_blk}
 
 
 def check_source(source: str) -> str | None:

@@ -18,9 +18,10 @@ from xml.etree import ElementTree as ET
 from sddf.config import ConfigError, PdConfig, typed
 from sddf.devices import check_source
 from sddf.sandbox import ALLOWABLE
-from sddf.shm import PAGE_SIZE
+from sddf.shm import PAGE_SIZE, round_to_pages
 
 MAX_CHANNEL_ID = 62
+IO_BASE, IO_ALIGN = 0x4000_0000, 0x200000  # where io ("physical") addresses of regions start; their alignment
 MAX_PRIORITY = 254
 MAX_NAME = 64  # system, PD and region names: they end up in file, socket and process names
 MAX_REGION_SIZE_ENV = "SDDF_MAX_REGION_SIZE"
@@ -184,6 +185,13 @@ class SystemDescription:
     def add_mr(self, mr: MemoryRegion) -> MemoryRegion:
         self.regions.append(mr)
         return mr
+
+    def add_io_mr(self, name: str, size: int) -> MemoryRegion:
+        """Add a region devices reach by io address ("physical"), placed after every other one
+        (each on a 2 MiB boundary, like sdfgen's DMA regions)."""
+        used = [mr.io_addr + mr.size for mr in self.regions if mr.io_addr is not None]
+        base = -(-max(used, default=IO_BASE) // IO_ALIGN) * IO_ALIGN
+        return self.add_mr(MemoryRegion(name, round_to_pages(size), io_addr=base))
 
     def add_channel(self, ch: Channel) -> Channel:
         """Add a channel, giving each end the lowest free id unless one was chosen."""

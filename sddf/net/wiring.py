@@ -9,8 +9,6 @@ from sddf.net.queue import NET_BUFFER_SIZE, queue_size
 from sddf.shm import round_to_pages
 from sddf.system import Channel, Irq, LedgerInfo, Map, MemoryRegion, ProtectionDomain, QueueInfo, SystemDescription
 
-IO_ALIGN = 0x200000
-
 
 class Net:
     """A TAP net driver, virt_rx, virt_tx and their clients, wired like sdfgen's ``Sddf.Net``.
@@ -64,10 +62,10 @@ class Net:
 
     def connect(self) -> None:
         data_size = self.capacity * NET_BUFFER_SIZE
-        rx_data = self._io_region("net_rx_data", data_size)
+        rx_data = self.sdf.add_io_mr("net_rx_data", data_size)
         self.driver.add_map(Map(rx_data, "rw"))
         self.virt_rx.add_map(Map(rx_data, "r"))
-        tx_regions = [self._io_region(f"net_tx_data_{client.name}", data_size) for client, *_ in self.clients]
+        tx_regions = [self.sdf.add_io_mr(f"net_tx_data_{client.name}", data_size) for client, *_ in self.clients]
         virt_rx_drv, drv_rx = self._pair("net_drv_rx", self.virt_rx, self.driver, _pool(rx_data, rx_data.io_addr))
         drv_tx, virt_tx_drv = self._pair("net_drv_tx", self.driver, self.virt_tx,
                                          sum((_pool(mr, mr.io_addr) for mr in tx_regions), ()))

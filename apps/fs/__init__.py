@@ -1,0 +1,1 @@
+"""The LionsOS FAT file-system server and an fs client."""

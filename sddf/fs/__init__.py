@@ -1,0 +1,1 @@
+"""LionsOS file-system class: the fs protocol queues, configs, wiring and client library."""
