@@ -9,6 +9,8 @@ from sddf.net.config import DataRegion
 #: sdfgen's defaults for a block client
 CLIENT_QUEUE_CAPACITY = 128
 CLIENT_DATA_SIZE = 2 * 1024 * 1024
+#: the block driver's I/O threads
+IO_THREADS = 8
 
 
 @dataclass
@@ -36,6 +38,7 @@ class BlkDriverConfig:
     virt: BlkQueues
     data: list[DataRegion]
     serial_number: str = "pysddf"
+    io_threads: int = IO_THREADS  # requests run at once (0: in the handler, one at a time)
 
 
 @dataclass

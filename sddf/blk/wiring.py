@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from sddf.blk.config import (CLIENT_DATA_SIZE, CLIENT_QUEUE_CAPACITY, BlkClientConfig, BlkDriverConfig, BlkQueues,
-                             BlkVirtClient, BlkVirtConfig)
+from sddf.blk.config import (CLIENT_DATA_SIZE, CLIENT_QUEUE_CAPACITY, IO_THREADS, BlkClientConfig, BlkDriverConfig,
+                             BlkQueues, BlkVirtClient, BlkVirtConfig)
 from sddf.blk.queue import BLK_TRANSFER_SIZE, STORAGE_INFO_SIZE, req_queue_size, resp_queue_size
 from sddf.net.config import DataRegion
 from sddf.shm import round_to_pages
@@ -19,9 +19,13 @@ class Blk:
     gives each client one partition, and those clients; ``read_only`` opens the image read-only."""
 
     def __init__(self, sdf: SystemDescription, driver: ProtectionDomain, virt: ProtectionDomain,
-                 image: str, read_only: bool = False, serial_number: str = "pysddf") -> None:
+                 image: str, read_only: bool = False, serial_number: str = "pysddf",
+                 io_threads: int = IO_THREADS) -> None:
+        """``io_threads``: requests the driver runs at once (0: one at a time, in its handler —
+        deterministic, for ``sddf.testing``)."""
         self.sdf, self.driver, self.virt = sdf, driver, virt
         self.image, self.read_only, self.serial_number = image, read_only, serial_number
+        self.io_threads = io_threads
         self.clients: list[tuple[ProtectionDomain, int, int, int]] = []
 
     def add_client(self, client: ProtectionDomain, partition: int = 0,
@@ -70,7 +74,8 @@ class Blk:
         virt_view, driver_view = self._queues(f"blk_driver_{self.driver.name}", self.virt, self.driver, total)
         source = f"blk:{self.image}" + (",access=ro" if self.read_only else "")
         irq = self.sdf.add_irq(Irq(self.driver, source))
-        self.driver.config.update(asdict(BlkDriverConfig(irq.id, driver_view, driver_data, self.serial_number)))
+        self.driver.config.update(asdict(BlkDriverConfig(irq.id, driver_view, driver_data, self.serial_number,
+                                                           self.io_threads)))
         self.virt.config.update(asdict(BlkVirtConfig(
             virt_view, DataRegion(virt_data.name, virt_data.io_addr, virt_data.size), ports)))
         # the driver's words: the id of each request it has taken and not answered (a restart
