@@ -96,6 +96,7 @@ def control(system: str | None, req: Request, run_dir: str | None = None) -> tup
 
 # ---- commands ---------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
+    from sddf.devices import DeviceError
     from sddf.monitor import Monitor
 
     if args.netns:
@@ -107,6 +108,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         monitor = Monitor(sdf, run_dir=args.run_dir, shm=args.shm)
         print(f"sddf: running system {sdf.name!r} ({len(sdf.pds)} PDs); Ctrl-C stops it", file=sys.stderr)
         return monitor.run(duration=args.duration)
+    except DeviceError as exc:
+        print(f"sddf: system {args.system!r} cannot start: {exc}", file=sys.stderr)
+        return 1
     finally:
         if args.remove_netns is not None:  # ours, made by `sddf run --netns`, whose process may be dead
             subprocess.run(["ip", "netns", "del", args.remove_netns], capture_output=True)
@@ -362,6 +366,8 @@ TOOLS = {
             "simulated devices, injected faults, invariants after every step); replay a failure by its seed"),
     "fuzz": ("sddf.tools.fuzz", "fuzz whatever reads another component's bytes (components' queues, the netstack, "
              "PPC decoding, the system loader, a component of yours); --list names the targets"),
+    "blk": ("sddf.tools.blk", "make disk images (MBR or GPT, FAT-formatted partitions) for the block system and "
+            "look inside them on the host: mkimage, info, ls, cat, put"),
 }
 
 

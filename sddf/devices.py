@@ -94,8 +94,9 @@ def _blk(source: str, options: dict[str, str]) -> int:
     try:
         return os.open(path, BLK_ACCESS[access] | os.O_CLOEXEC)
     except OSError as exc:
-        hint = (" (open it read-only with access=ro)"
-                if access == "rw" and exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM) else "")
+        hint = {errno.ENOENT: f" (make one with `sddf blk mkimage {path} --size 64M --partition 32M,fat`)",
+                errno.EACCES: " (open it read-only with access=ro)" if access == "rw" else "",
+                errno.EROFS: " (open it read-only with access=ro)" if access == "rw" else ""}.get(exc.errno, "")
         raise DeviceError(f"irq source {source!r}: cannot open block image {path!r}: {exc.strerror}{hint}") from exc
 
 

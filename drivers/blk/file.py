@@ -30,7 +30,7 @@ from typing import Callable
 
 from sddf.blk.config import BlkDriverConfig
 from sddf.blk.queue import (BLK_TRANSFER_SIZE, BlkReqCode, BlkRespStatus, BlkStorageInfo, ReqConsumer, RespProducer,
-                            write_storage_info)
+                            set_not_ready, write_storage_info)
 from sddf.component import Component
 
 BLKGETSIZE64 = 0x80081272
@@ -74,12 +74,16 @@ class FileBlkDriver(Component):
             self._irq = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
             self.raise_irq_from(cfg.device, self._irq)
             self._pool = ThreadPoolExecutor(cfg.io_threads, thread_name_prefix=f"{self.name}-io")
+        info = self.regions[cfg.virt.storage_info]
+        if not self.ledger.fresh:
+            set_not_ready(info)  # the device went away and is back: the virtualiser reads its table again
         for slot, word in enumerate(self.ledger.words):
             if word:  # taken by the instance before us, never answered: its I/O may or may not have run
                 self._done.append((slot, BlkRespStatus.ERR_IO, 0, False))
                 self.counters["answered_after_restart"] += 1
         self._answer()
-        write_storage_info(self.regions[cfg.virt.storage_info], BlkStorageInfo(
+        self.ledger.commit()  # those answers are out before the device is ready again
+        write_storage_info(info, BlkStorageInfo(
             cfg.serial_number.encode(), self._read_only, SECTOR_SIZE, 1, capacity, 0, 0, 0, self._blocks))
         self.deferred_notify(cfg.virt.channel)  # ready (and any answers) to the virtualiser
         self.notified(cfg.virt.channel)  # what was queued while it was down (its notification died with it)

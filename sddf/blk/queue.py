@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 from sddf import atomic
 from sddf.queue.entries import EntryConsumer, EntryFormat, EntryProducer, Validator, first_bad
-from sddf.queue.ring import Layout
+from sddf.queue.ring import Layout, OnRefuse
 
 BLK_TRANSFER_SIZE = 4096
 LAYOUT = Layout(tail_offset=4, head_offset=0, index_bits=32)
@@ -107,8 +107,8 @@ def response_validator(flat: tuple) -> tuple[int, str] | None:
 class ReqProducer(EntryProducer):
     """A client's (or virtualiser's) end of a request queue."""
 
-    def __init__(self, name: str, buffer: Any, capacity: int) -> None:
-        super().__init__(name, buffer, capacity, LAYOUT, REQ_FORMAT)
+    def __init__(self, name: str, buffer: Any, capacity: int, on_refuse: OnRefuse | None = None) -> None:
+        super().__init__(name, buffer, capacity, LAYOUT, REQ_FORMAT, on_refuse)
 
     def plug(self) -> None:
         """Stop the consumer taking requests (sDDF blk_queue_plug_req)."""
@@ -122,21 +122,25 @@ class ReqConsumer(EntryConsumer):
     """A driver's (or virtualiser's) end of a request queue."""
 
     def __init__(self, name: str, buffer: Any, capacity: int,
-                 validate: Validator | None = None) -> None:
-        super().__init__(name, buffer, capacity, LAYOUT, REQ_FORMAT, validate)
+                 validate: Validator | None = None, on_refuse: OnRefuse | None = None) -> None:
+        super().__init__(name, buffer, capacity, LAYOUT, REQ_FORMAT, validate, on_refuse)
 
     def plugged(self) -> bool:
         return atomic.load_acquire_u8(self._ptr, PLUGGED_OFFSET) != 0
 
 
 class RespProducer(EntryProducer):
-    def __init__(self, name: str, buffer: Any, capacity: int) -> None:
-        super().__init__(name, buffer, capacity, LAYOUT, RESP_FORMAT)
+    def __init__(self, name: str, buffer: Any, capacity: int, on_refuse: OnRefuse | None = None) -> None:
+        super().__init__(name, buffer, capacity, LAYOUT, RESP_FORMAT, on_refuse)
 
 
 class RespConsumer(EntryConsumer):
-    def __init__(self, name: str, buffer: Any, capacity: int) -> None:
-        super().__init__(name, buffer, capacity, LAYOUT, RESP_FORMAT, response_validator)
+    """The response end; ``validate`` (default: known statuses only) may be None for a consumer
+    that checks each response itself, so one bad status does not stall the queue."""
+
+    def __init__(self, name: str, buffer: Any, capacity: int, validate: Validator | None = response_validator,
+                 on_refuse: OnRefuse | None = None) -> None:
+        super().__init__(name, buffer, capacity, LAYOUT, RESP_FORMAT, validate, on_refuse)
 
 
 # ---- storage info ---------------------------------------------------------------------------
