@@ -1,7 +1,8 @@
-"""``Sddf``: the namespace system files use, mirroring sdfgen's (one helper per device class)."""
+"""``Sddf`` and ``LionsOs``: the namespaces system files use, mirroring sdfgen's (one helper per class)."""
 from __future__ import annotations
 
 from sddf.blk.wiring import Blk
+from sddf.fs.wiring import Fat
 from sddf.net.wiring import Net
 from sddf.timer.wiring import Timer
 
@@ -12,3 +13,10 @@ class Sddf:
     Blk = Blk
     Net = Net
     Timer = Timer
+
+
+class LionsOs:
+    """sdfgen's ``LionsOs``: ``LionsOs.FileSystem.Fat(sdf, fs_pd, client_pd, blk=blk, partition=0)``."""
+
+    class FileSystem:
+        Fat = Fat

@@ -65,4 +65,5 @@ def confine(allow: list[str]) -> None:
     fence = seccomp.SyscallFilter(seccomp.ALLOW)
     for call in refused:
         fence.add_rule(seccomp.ERRNO(1), call)  # EPERM: the PD sees PermissionError
+    fence.set_attr(seccomp.Attr.CTL_TSYNC, 1)  # threads init started (a driver's I/O pool) are confined too
     fence.load()
