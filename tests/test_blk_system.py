@@ -39,19 +39,18 @@ from sddf.system import ProtectionDomain, SystemDescription
 
 def system():
     sdf = SystemDescription("blk_raw")
-    driver = sdf.add_pd(ProtectionDomain("blk_driver", {driver!r}, priority=200,
+    driver = sdf.add_pd(ProtectionDomain("blk_driver", "sddf.drivers.blk.file:FileBlkDriver", priority=200,
                                          fault_policy="restart", max_restarts=10))
     virt = sdf.add_pd(ProtectionDomain("blk_virt", "sddf.virtualisers.blk.virt:BlkVirt", priority=150))
     verify = sdf.add_pd(ProtectionDomain("blk_verify", "sddf.apps.blk.verify:BlkVerifier", priority=100))
-    blk = Sddf.Blk(sdf, driver, virt, {image!r})
+    blk = Sddf.Blk(sdf, driver, virt, {image!r}, delay_us={delay_us})
     blk.add_client(verify, partition=0)
     verify.config.update(rounds={rounds})
     blk.connect()
     return sdf
 '''
 HOST_TEXT = b"put here on the host\n" * 100
-DRIVER = "sddf.drivers.blk.file:FileBlkDriver"
-SLOW_DRIVER = "components.slow_blk:SlowFileBlkDriver"  # requests in flight whenever it is killed
+SLOW_DISK_US = 5000  # every request takes 5 ms: requests are in flight whenever the driver is killed
 KILLS = 5  # its system restarts the driver up to 10 times a minute
 
 
@@ -132,7 +131,7 @@ def test_killing_the_driver_during_flushed_writes_loses_and_repeats_nothing(run_
     image = run_dir / "disk.img"
     _mkimage(image, "16M")
     rounds = 8
-    run = _start(run_dir, RAW_SYSTEM_FILE.format(image=str(image), rounds=rounds, driver=SLOW_DRIVER), "blk_raw")
+    run = _start(run_dir, RAW_SYSTEM_FILE.format(image=str(image), rounds=rounds, delay_us=SLOW_DISK_US), "blk_raw")
     kills = 0
     try:
         mark = 0
@@ -159,7 +158,7 @@ def test_killing_the_driver_during_flushed_writes_loses_and_repeats_nothing(run_
 def test_a_missing_image_is_a_clear_start_up_fault_naming_it(tmp_path: Path) -> None:
     system = tmp_path / "blk_missing.py"
     image = tmp_path / "nowhere" / "disk.img"
-    system.write_text(RAW_SYSTEM_FILE.format(image=str(image), rounds=1, driver=DRIVER))
+    system.write_text(RAW_SYSTEM_FILE.format(image=str(image), rounds=1, delay_us=0))
     done = subprocess.run([SDDF, "run", str(system), "--run-dir", str(tmp_path)], stdin=subprocess.DEVNULL,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1

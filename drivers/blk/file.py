@@ -2,10 +2,11 @@
 
 The monitor opens the image (irq source ``blk:PATH``, read-only with ``access=ro``) and hands
 the driver its fd. READ and WRITE move data straight between the file and the data region the
-request names by io address (``os.preadv``/``os.pwritev`` into the shared mapping: no copy);
-FLUSH is ``fdatasync``. Up to ``io_threads`` requests run at once on a thread pool, which
-raises the device's irq through an eventfd as requests finish; with ``io_threads=0`` requests run
-in the handler (deterministic, for the in-process test bench). FLUSH and BARRIER order the
+request names by io address (``pread``/``pwrite`` into the shared mapping: no copy); FLUSH is
+``fdatasync``. Up to ``io_threads`` requests run at once on the I/O engine's C threads
+(:mod:`sddf.blk.io`), which raise the device's irq through an eventfd as requests finish; with
+``io_threads=0`` requests run in the handler (deterministic, for the in-process test bench).
+``delay_us`` adds latency to every request (a slower disk). FLUSH and BARRIER order the
 queue: nothing after one starts before everything before it has finished (and a FLUSH has
 synced). Requests may complete out of order otherwise, as sDDF allows.
 
@@ -25,9 +26,8 @@ import fcntl
 import os
 import stat
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
+from sddf.blk import io
 from sddf.blk.config import BlkDriverConfig
 from sddf.blk.queue import (BLK_TRANSFER_SIZE, BlkReqCode, BlkRespStatus, BlkStorageInfo, ReqConsumer, RespProducer,
                             set_not_ready, write_storage_info)
@@ -35,7 +35,10 @@ from sddf.component import Component
 
 BLKGETSIZE64 = 0x80081272
 SECTOR_SIZE = 512
-ORDERING = (BlkReqCode.FLUSH, BlkReqCode.BARRIER)
+READ, WRITE, FLUSH, BARRIER = (int(code) for code in BlkReqCode)  # FLUSH and BARRIER order the queue
+LAST_CODE = max(BlkReqCode)
+OK, ERR_INVALID_PARAM, ERR_IO = (int(status) for status in (BlkRespStatus.OK, BlkRespStatus.ERR_INVALID_PARAM,
+                                                             BlkRespStatus.ERR_IO))
 
 
 def device_bytes(fd: int) -> int:
@@ -57,7 +60,7 @@ class FileBlkDriver(Component):
         self._fd = self.device(cfg.device)
         self._read_only = fcntl.fcntl(self._fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY
         self._blocks = device_bytes(self._fd) // BLK_TRANSFER_SIZE
-        self._regions = [(d.io_addr, d.io_addr + d.size, self.regions[d.map]) for d in cfg.data]
+        self._regions = [(d.io_addr, d.io_addr + d.size, i) for i, d in enumerate(cfg.data)]
         req, resp, capacity = cfg.virt.views(self.regions)
         self._requests = ReqConsumer(f"{self.name}:req", req, capacity)
         self._responses = RespProducer(f"{self.name}:resp", resp, capacity)
@@ -69,17 +72,15 @@ class FileBlkDriver(Component):
         #: finished requests: (slot, status, success_count, whether it was running)
         self._done: deque[tuple[int, int, int, bool]] = deque()
         self._unsent: deque[tuple[int, int, int, int]] = deque()  # (status, success_count, id, slot)
-        self._pool: ThreadPoolExecutor | None = None
+        self._io = io.IoEngine(cfg.io_threads, capacity, [self.regions[d.map] for d in cfg.data], cfg.delay_us / 1e6)
         if cfg.io_threads:
-            self._irq = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-            self.raise_irq_from(cfg.device, self._irq)
-            self._pool = ThreadPoolExecutor(cfg.io_threads, thread_name_prefix=f"{self.name}-io")
+            self.raise_irq_from(cfg.device, self._io.eventfd)
         info = self.regions[cfg.virt.storage_info]
         if not self.ledger.fresh:
             set_not_ready(info)  # the device went away and is back: the virtualiser reads its table again
         for slot, word in enumerate(self.ledger.words):
             if word:  # taken by the instance before us, never answered: its I/O may or may not have run
-                self._done.append((slot, BlkRespStatus.ERR_IO, 0, False))
+                self._done.append((slot, ERR_IO, 0, False))
                 self.counters["answered_after_restart"] += 1
         self._answer()
         self.ledger.commit()  # those answers are out before the device is ready again
@@ -91,7 +92,7 @@ class FileBlkDriver(Component):
     def notified(self, ch: int) -> None:
         cfg = self.config
         if ch == cfg.device:
-            os.eventfd_read(self._irq)
+            self._io.acknowledge()
             self.irq_ack(ch)
         elif ch != cfg.virt.channel:
             return
@@ -104,76 +105,64 @@ class FileBlkDriver(Component):
         """Take as many requests as there are slots to remember them by."""
         if not self._free_slots:
             return
-        for request in self._requests.dequeue_many(len(self._free_slots)):
-            slot = self._free_slots.pop()
-            self.ledger.set(slot, request[4] + 1)
-            self._waiting.append((slot, request))
+        free, set_word, waiting = self._free_slots, self.ledger.set, self._waiting
+        for request in self._requests.dequeue_many(len(free)):
+            slot = free.pop()
+            set_word(slot, request[4] + 1)
+            waiting.append((slot, request))
 
     def _start(self) -> None:
         """Start waiting requests in order; a FLUSH or BARRIER waits for all before it to finish,
         and holds back all after it until it has finished."""
-        while self._waiting:
-            slot, (code, io_addr, block, count, _rid) = self._waiting[0]
-            if code in ORDERING and self._running:
+        waiting, done, engine, fd = self._waiting, self._done, self._io, self._fd
+        threaded = self.config.io_threads > 0
+        while waiting:
+            slot, (code, io_addr, block, count, _rid) = waiting[0]
+            if code >= FLUSH and self._running:
                 return
-            self._waiting.popleft()
-            problem = self._check(code, io_addr, block, count)
+            waiting.popleft()
+            data = self._data(io_addr, count) if code < FLUSH else (0, 0)
+            problem = self._problem(code, data, block, count)
             if problem is not None:
                 self.counters[f"invalid.{problem}"] += 1
-                self._done.append((slot, BlkRespStatus.ERR_INVALID_PARAM, 0, False))
+                done.append((slot, ERR_INVALID_PARAM, 0, False))
                 continue
-            if code == BlkReqCode.BARRIER:
-                self._done.append((slot, BlkRespStatus.OK, 0, False))
+            if code == BARRIER:
+                done.append((slot, OK, 0, False))
                 continue
-            job = self._job(code, io_addr, block, count)
             self._running += 1
-            if self._pool is None:
-                self._finished(slot, job)
+            job = (slot, code, fd, *data, count * BLK_TRANSFER_SIZE, block * BLK_TRANSFER_SIZE)  # type: ignore[misc]
+            if threaded:
+                engine.submit(*job)
             else:
-                self._pool.submit(self._finished, slot, job)
-            if code in ORDERING:
+                done.append((*engine.run(*job), True))
+            if code == FLUSH:
                 return
 
-    def _check(self, code: int, io_addr: int, block: int, count: int) -> str | None:
-        """Why a request is invalid (None if it is not)."""
-        if code > max(BlkReqCode):
+    def _problem(self, code: int, data: tuple[int, int] | None, block: int, count: int) -> str | None:
+        """Why a request is invalid (None if it is not); ``data`` is the (region, offset) it names."""
+        if code > LAST_CODE:
             return "code"
-        if code in ORDERING:
+        if code >= FLUSH:
             return None
         if count <= 0:
             return "count"
         if block + count > self._blocks:
             return "range"
-        if self._data(io_addr, count) is None:
+        if data is None:
             return "data"
-        if code == BlkReqCode.WRITE and self._read_only:
+        if code == WRITE and self._read_only:
             return "read_only"
         return None
 
-    def _data(self, io_addr: int, count: int) -> memoryview | None:
-        """The piece of a data region a request's io address and count name (None if outside all)."""
+    def _data(self, io_addr: int, count: int) -> tuple[int, int] | None:
+        """The data region (its index) and offset in it that a request's io address and count name
+        (None if outside all)."""
         end = io_addr + count * BLK_TRANSFER_SIZE
-        for base, limit, view in self._regions:
+        for base, limit, index in self._regions:
             if base <= io_addr and end <= limit:
-                return view[io_addr - base:end - base]
+                return index, io_addr - base
         return None
-
-    def _job(self, code: int, io_addr: int, block: int, count: int) -> Callable[[], tuple[int, int]]:
-        """The I/O of a valid request: returns (status, transfers done)."""
-        fd, offset = self._fd, block * BLK_TRANSFER_SIZE
-        if code == BlkReqCode.FLUSH:
-            return lambda: _sync(fd)
-        data = self._data(io_addr, count)
-        assert data is not None
-        move = os.preadv if code == BlkReqCode.READ else os.pwritev
-        return lambda: _transfer(move, fd, data, offset)
-
-    def _finished(self, slot: int, job: Callable[[], tuple[int, int]]) -> None:
-        """Run a request's I/O (on a pool thread, or inline) and hand its result to the loop."""
-        status, done = job()
-        self._done.append((slot, status, done, True))
-        if self._pool is not None:
-            os.eventfd_write(self._irq, 1)
 
     # ---- responses ------------------------------------------------------------------------
     def _answer(self) -> None:
@@ -181,6 +170,7 @@ class FileBlkDriver(Component):
         freeing their slots in the same commit; start what a FLUSH or BARRIER held back once
         nothing runs; notify the virtualiser."""
         words = self.ledger.words
+        self._done.extend((*result, True) for result in self._io.completions())
         while True:
             while self._done:
                 slot, status, done, ran = self._done.popleft()
@@ -189,37 +179,20 @@ class FileBlkDriver(Component):
             if self._running or not self._waiting:
                 break
             self._start()  # inline I/O finishes at once; with threads this returns and the irq comes later
-        sent = 0
-        while self._unsent:
-            status, done, rid, slot = self._unsent[0]
-            if not self._responses.enqueue((status, done, rid)):
-                break
-            self._unsent.popleft()
-            self.ledger.set(slot, 0)
-            self._free_slots.append(slot)
-            self.counters["errors" if status else "ok"] += 1
-            sent += 1
+        unsent = self._unsent
+        if not unsent:
+            return
+        flat = tuple(field for status, done, rid, _slot in unsent for field in (status, done, rid))
+        sent = self._responses.enqueue_flat(flat)
+        set_word, free = self.ledger.set, self._free_slots
+        errors = 0
+        for _ in range(sent):
+            status, _done, _rid, slot = unsent.popleft()
+            set_word(slot, 0)
+            free.append(slot)
+            errors += status != OK
+        self.counters["ok"] += sent - errors
+        if errors:
+            self.counters["errors"] += errors
         if sent:
             self.deferred_notify(self.config.virt.channel)
-
-
-def _transfer(move: Callable[[int, list, int], int], fd: int, data: memoryview, offset: int) -> tuple[int, int]:
-    """Read or write all of ``data`` at ``offset`` (going on after short transfers)."""
-    done = 0
-    try:
-        while done < len(data):
-            moved = move(fd, [data[done:]], offset + done)
-            if moved <= 0:  # end of an image that shrank underneath
-                return BlkRespStatus.ERR_IO, done // BLK_TRANSFER_SIZE
-            done += moved
-    except OSError:
-        return BlkRespStatus.ERR_IO, done // BLK_TRANSFER_SIZE
-    return BlkRespStatus.OK, done // BLK_TRANSFER_SIZE
-
-
-def _sync(fd: int) -> tuple[int, int]:
-    try:
-        os.fdatasync(fd)
-    except OSError:
-        return BlkRespStatus.ERR_IO, 0
-    return BlkRespStatus.OK, 0

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 from sddf.blk.config import BlkClientConfig
-from sddf.blk.queue import BLK_TRANSFER_SIZE, BlkReqCode, BlkStorageInfo, ReqProducer, RespConsumer, read_storage_info
+from sddf.blk.queue import (BLK_TRANSFER_SIZE, BlkReqCode, BlkStorageInfo, ReqProducer, RespConsumer,
+                            StorageInfoReader)
 
 
 @dataclass(frozen=True)
@@ -46,14 +47,14 @@ class BlkClient:
         self.data = regions[cfg.data.map]
         self.channel = cfg.queues.channel
         self.capacity = capacity
-        self._info = regions[cfg.queues.storage_info]
+        self._info = StorageInfoReader(regions[cfg.queues.storage_info])
         self._refuse = refuse
         self._free_ids = list(range(capacity - 1, -1, -1))
         self.outstanding: dict[int, Request] = {}
 
     def storage_info(self) -> BlkStorageInfo | None:
         """The partition's storage info, or None while the virtualiser has not made it ready."""
-        return read_storage_info(self._info)
+        return self._info.read()
 
     def submit(self, code: int, offset: int, block: int, count: int) -> int | None:
         """Queue a request; its id, or None if ``capacity`` requests are already outstanding."""

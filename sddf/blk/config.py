@@ -39,6 +39,7 @@ class BlkDriverConfig:
     data: list[DataRegion]
     serial_number: str = "pysddf"
     io_threads: int = IO_THREADS  # requests run at once (0: in the handler, one at a time)
+    delay_us: int = 0  # added to every request: emulates a slower disk
 
 
 @dataclass

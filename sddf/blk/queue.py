@@ -181,10 +181,21 @@ def set_not_ready(buffer: Any) -> None:
     atomic.store_release_u8(atomic.pointer(buffer), READY_OFFSET, 0)
 
 
+class StorageInfoReader:
+    """Reads one storage info page again and again (what a virtualiser does every pass)."""
+
+    def __init__(self, buffer: Any) -> None:
+        self._buffer, self._ptr = buffer, atomic.pointer(buffer)
+
+    def read(self) -> BlkStorageInfo | None:
+        """The storage info once the device has published it (and not taken it back), else None.
+        The serial number is the text before its first NUL (a device may leave bytes after it)."""
+        if not atomic.load_acquire_u8(self._ptr, READY_OFFSET):
+            return None
+        serial, *rest = STORAGE_INFO_STRUCT.unpack_from(self._buffer, 0)
+        return BlkStorageInfo(serial.split(b"\0", 1)[0], *rest)
+
+
 def read_storage_info(buffer: Any) -> BlkStorageInfo | None:
-    """The storage info once the device has published it (and not taken it back), else None. The
-    serial number is the text before its first NUL (a device may leave bytes after it)."""
-    if not atomic.load_acquire_u8(atomic.pointer(buffer), READY_OFFSET):
-        return None
-    serial, *rest = STORAGE_INFO_STRUCT.unpack_from(buffer, 0)
-    return BlkStorageInfo(serial.split(b"\0", 1)[0], *rest)
+    """:meth:`StorageInfoReader.read`, once."""
+    return StorageInfoReader(buffer).read()

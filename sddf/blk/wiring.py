@@ -20,12 +20,13 @@ class Blk:
 
     def __init__(self, sdf: SystemDescription, driver: ProtectionDomain, virt: ProtectionDomain,
                  image: str, read_only: bool = False, serial_number: str = "pysddf",
-                 io_threads: int = IO_THREADS) -> None:
+                 io_threads: int = IO_THREADS, delay_us: int = 0) -> None:
         """``io_threads``: requests the driver runs at once (0: one at a time, in its handler —
-        deterministic, for ``sddf.testing``)."""
+        deterministic, for ``sddf.testing``); ``delay_us``: latency added to every request (a
+        slower disk than the host's)."""
         self.sdf, self.driver, self.virt = sdf, driver, virt
         self.image, self.read_only, self.serial_number = image, read_only, serial_number
-        self.io_threads = io_threads
+        self.io_threads, self.delay_us = io_threads, delay_us
         self.clients: list[tuple[ProtectionDomain, int, int, int]] = []
 
     def add_client(self, client: ProtectionDomain, partition: int = 0,
@@ -75,7 +76,7 @@ class Blk:
         source = f"blk:{self.image}" + (",access=ro" if self.read_only else "")
         irq = self.sdf.add_irq(Irq(self.driver, source))
         self.driver.config.update(asdict(BlkDriverConfig(irq.id, driver_view, driver_data, self.serial_number,
-                                                           self.io_threads)))
+                                                           self.io_threads, self.delay_us)))
         self.virt.config.update(asdict(BlkVirtConfig(
             virt_view, DataRegion(virt_data.name, virt_data.io_addr, virt_data.size), ports)))
         # the driver's words: the id of each request it has taken and not answered (a restart

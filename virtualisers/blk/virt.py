@@ -53,7 +53,7 @@ from typing import Any
 from sddf.blk.config import BlkVirtClient, BlkVirtConfig
 from sddf.blk.partitions import PartitionTable, TableError, TableReader
 from sddf.blk.queue import (BLK_TRANSFER_SIZE, BlkReqCode, BlkRespStatus, BlkStorageInfo, ReqConsumer, ReqProducer,
-                            RespConsumer, RespProducer, read_storage_info, set_not_ready, write_storage_info)
+                            RespConsumer, RespProducer, StorageInfoReader, set_not_ready, write_storage_info)
 from sddf.component import Component
 
 #: sDDF's id allocator size (DRIVER_MAX_NUM_BUFFERS)
@@ -133,7 +133,7 @@ class BlkVirt(Component):
         self.driver_requests = ReqProducer("driver.blk_req", req, capacity)
         # statuses are checked here, per response, so one bad status does not stall the queue
         self.driver_responses = RespConsumer("driver.blk_resp", resp, capacity, validate=None)
-        self.driver_info = self.regions[cfg.driver.storage_info]
+        self.driver_info = StorageInfoReader(self.regions[cfg.driver.storage_info])
         self.data = self.regions[cfg.data.map]
         self.clients = [_Client(self, i, port) for i, port in enumerate(cfg.clients)]
         self.ledger.track(self.driver_requests, self.driver_responses,
@@ -179,8 +179,8 @@ class BlkVirt(Component):
     def _look_at_driver(self) -> None:
         """Follow the driver's storage info: taken back or changed → withdraw every client's;
         (ready again) → read the table again."""
-        info = read_storage_info(self.driver_info)
-        if info is not None and read_storage_info(self.driver_info) != info:
+        info = self.driver_info.read()
+        if info is not None and self.driver_info.read() != info:
             info = None  # being rewritten: the driver notifies us once it is ready again
         if info == self.device:
             return
