@@ -23,7 +23,7 @@ then calls :meth:`BlockCache.completed`). A failed transfer that a read waits fo
 """
 from __future__ import annotations
 
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from typing import Callable, Iterable
 
 from sddf.blk.client import BlkClient, DataSlots
@@ -40,13 +40,16 @@ class BlockIoError(Exception):
 
 
 class Transfer:
-    """One block request: what it asked for and, once ``done``, whether it succeeded (``data``
-    holds what a successful READ read)."""
+    """One block request: what it asked for and, once ``done``, whether it succeeded. A
+    successful READ's data is in ``data``, or, for a READ started with ``into``, copied into
+    ``into`` from byte ``skip`` of its first block."""
 
-    __slots__ = ("code", "block", "count", "offset", "done", "ok", "data")
+    __slots__ = ("code", "block", "count", "offset", "done", "ok", "data", "into", "skip")
 
-    def __init__(self, code: int, block: int, count: int, offset: int) -> None:
+    def __init__(self, code: int, block: int, count: int, offset: int,
+                 into: memoryview | None = None, skip: int = 0) -> None:
         self.code, self.block, self.count, self.offset = code, block, count, offset
+        self.into, self.skip = into, skip
         self.done = self.ok = False
         self.data = b""
 
@@ -72,9 +75,11 @@ class BlockPort:
     def busy(self) -> bool:
         return bool(self._inflight)
 
-    def start(self, code: int, block: int, count: int, payload: bytes | None = None) -> Transfer | None:
-        """Queue a request (``payload``: a WRITE's data); None if no request id or data slots are
-        free now (try again after a completion)."""
+    def start(self, code: int, block: int, count: int, payload: bytes | None = None,
+              into: memoryview | None = None, skip: int = 0) -> Transfer | None:
+        """Queue a request (``payload``: a WRITE's data; ``into``, ``skip``: where a READ's data
+        goes, see :class:`Transfer`); None if no request id or data slots are free now (try again
+        after a completion)."""
         offset = self._slots.take(count) if count else 0
         if offset is None:
             return None
@@ -85,7 +90,7 @@ class BlockPort:
             if count:
                 self._slots.give(offset, count)
             return None
-        transfer = self._inflight[rid] = Transfer(code, block, count, offset)
+        transfer = self._inflight[rid] = Transfer(code, block, count, offset, into, skip)
         self.submitted += 1
         return transfer
 
@@ -96,7 +101,11 @@ class BlockPort:
             t = self._inflight.pop(c.id)
             t.ok = c.status == BlkRespStatus.OK and c.success_count == t.count
             if t.ok and t.code == BlkReqCode.READ:
-                t.data = bytes(self._data[t.offset:t.offset + t.count * BLK_TRANSFER_SIZE])
+                if t.into is None:
+                    t.data = bytes(self._data[t.offset:t.offset + t.count * BLK_TRANSFER_SIZE])
+                else:
+                    start = t.offset + t.skip
+                    t.into[:] = self._data[start:start + len(t.into)]
             if t.count:
                 self._slots.give(t.offset, t.count)
             t.done = True
@@ -109,7 +118,8 @@ class BlockCache:
 
     def __init__(self, port: BlockPort, blocks: int, wait: Callable[[], None],
                  cache_blocks: int = 1024, read_ahead: int = 64, counters: Counter[str] | None = None) -> None:
-        """``counters`` (a component's) counts the requests sent: ``blk_reads``, ``blk_writes``, ``blk_flushes``."""
+        """``counters`` (a component's) counts the requests sent: ``blk_reads``,
+        ``blk_reads_uncached`` (:meth:`read_uncached`'s), ``blk_writes``, ``blk_flushes``."""
         self._port = port
         self.blocks = blocks
         self._wait = wait
@@ -256,6 +266,50 @@ class BlockCache:
                 self._ahead = end
         elif not hit:
             self._next = self._ahead = last + 1
+
+    def read_uncached(self, extents: Iterable[tuple[int, memoryview]]) -> None:
+        """Read each ``(partition byte offset, destination)`` straight from the device into the
+        destination, past the cache (for bulk file data: one copy, out of the data region), in
+        requests of up to ``max_run`` blocks, as many in flight as the device takes. Blocks the
+        cache holds newer than the disk are written first. Returns when every request is
+        answered; BlockIoError if one failed (the destinations then hold some of the data)."""
+        pieces = []
+        for at, into in extents:
+            end = at + len(into)
+            for first in range(at // BLK_TRANSFER_SIZE, -(-end // BLK_TRANSFER_SIZE), self._port.max_run):
+                lo, hi = max(at, first * BLK_TRANSFER_SIZE), min(end, (first + self._port.max_run) * BLK_TRANSFER_SIZE)
+                pieces.append((first, -(-hi // BLK_TRANSFER_SIZE) - first, into[lo - at:hi - at], lo % BLK_TRANSFER_SIZE))
+        beyond = [(first, count) for first, count, _, _ in pieces if first + count > self.blocks]
+        if beyond:
+            raise BlockIoError(f"blocks {beyond[0][0]}+{beyond[0][1]} lie outside the partition ({self.blocks} blocks)")
+        self._settle(pieces)
+        started: list[Transfer] = []
+        todo = deque(pieces)
+        while todo or not all(t.done for t in started):
+            while todo:
+                first, count, into, skip = todo[0]
+                t = self._port.start(BlkReqCode.READ, first, count, into=into, skip=skip)
+                if t is None:
+                    break
+                todo.popleft()
+                started.append(t)
+                self.requests["blk_reads_uncached"] += 1
+            if todo and not self._port.busy:
+                raise BlockIoError("no request id or data slot is free and nothing is in flight")
+            self._wait()
+        failed = [t for t in started if not t.ok]
+        if failed:
+            raise BlockIoError(f"the block device failed {failed[0]!r}")
+
+    def _settle(self, pieces: list[tuple[int, int, memoryview, int]]) -> None:
+        """Until the disk holds what the cache does in the blocks ``pieces`` cover: those dirty
+        are sent, and writes in flight to them are waited for."""
+        def touched(blocks: Iterable[int]) -> bool:
+            return any(first <= b < first + count for b in blocks for first, count, _, _ in pieces)
+        if touched(self._dirty):
+            self.flush()
+        while touched(self._writes):
+            self._wait()
 
     # ---- writing ------------------------------------------------------------------------
     def take_sent(self) -> list[Transfer]:

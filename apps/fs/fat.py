@@ -18,27 +18,35 @@ paths are copied out of it and checked (INVALID_PATH: empty, longer than 4095 by
 NUL; INVALID_NAME: a component over 255 bytes, or not spellable in FatFs's code page); fds are
 checked (INVALID_FD); an unknown command is INVALID_COMMAND. A bad command never stops the server.
 
-The FAT library, chosen by measurement: ``fatfs-ng`` 0.1.16 (a Cython binding of ChaN's FatFs,
-the library LionsOS's server uses) over ``pyfatfs`` 1.1.0. Both read and wrote sectors through
-this server's block cache, requests answered in-process (best of 3; ms, and block requests):
+The FAT library is ChaN's FatFs (the library LionsOS's server links), in our own cffi build
+(sddf/fs/_fatfs_build.py; :mod:`.fatdisk` serves its disk callbacks, :mod:`.volume` makes the
+calls). pyfatfs was measured against it first (see git history): it parses the whole FAT into a
+dict at mount and serialises all of it on every allocation, 30–60× slower at metadata work (100
+small files: 443 ms against 12 ms). The ``fatfs-ng`` Cython binding of FatFs was used before this
+build, and capped file reads near 50–80 MB/s: its disk callback copied each sector into FatFs's
+buffer in a loop (about 15 ns a byte), and FatFs calls the disk once per run of sectors inside a
+cluster (2–4 KiB) — 74% of the server's CPU went on those calls and their cothread switches.
 
-====================================  ==========================  ===========================
-64 MiB FAT16, 2 KiB clusters           fatfs-ng                    pyfatfs
-====================================  ==========================  ===========================
-write 4 MiB (64 KiB writes)            12 ms, 84 writes 72 reads   23 ms, 129 writes 22 reads
-read it back (64 KiB reads)            43 ms, 36 reads             35 ms, 34 reads
-100 × (create, write 1 KiB, close)     12 ms, 501 writes           443 ms, 497 writes
-640 MiB FAT32: write / read / 100      10 / 42 / 14 ms             25 / 13 / 815 ms
-====================================  ==========================  ===========================
+So reads go two ways. FatFs serves metadata, small reads and every read of a file open for
+writing, its callbacks moving sectors with ``memmove`` (one copy: block cache → client's
+buffer). A read of at least 64 KiB of a file open read-only goes past FatFs: FatFs's fast-seek
+link map (made at open; the file cannot change while open) gives the file's cluster runs, and
+the runs are read with multi-block READs, several in flight, straight into the block data
+region and copied once into the share region (blocks the cache holds newer than the disk are
+written first). bench/blk.py, a file read once in 1 MiB FILE_READs through the whole system in
+processes (load → this server → blk_virt → blk_driver), page cache dropped, ÷ pyfatfs reading it
+on the image in one process:
 
-FatFs keeps the FAT on disk and writes back the sectors it changed; pyfatfs parses the whole FAT
-into a dict at mount and serialises all of it on every allocation, so its metadata work grows
-with the volume (30–60× slower here, and its memory with the FAT). fatfs-ng loses on big reads:
-its disk callback copies each sector into FatFs's buffer in a Python-level loop (about 15 ns a
-byte), which caps reads near 60–80 MB/s. Through the whole system in processes (driver →
-virtualiser → this server → client PD), a 32 MiB file went at about 110–150 MB/s written and
-65 MB/s read, where pyfatfs reading the image directly managed 230–530 MB/s (this machine was
-busy). A FatFs built with cffi (a ``memcpy`` disk callback) would lift that ceiling.
+===============================  ============================  ===========================
+                                 32 MiB file (--quick)          128 MiB file (3 runs)
+===============================  ============================  ===========================
+fatfs-ng                         51 MB/s, 0.06×; 20 ms CPU/MiB
+cffi FatFs + direct reads        312–505 MB/s, 0.4–0.6×;        570–660 MB/s, 0.71–0.98×
+                                 1.3–1.7 ms CPU/MiB
+===============================  ============================  ===========================
+
+What is left is latency, not CPU: each FILE_READ waits for its own block reads (the client
+sends the next one only then), while pyfatfs has the kernel's read-ahead.
 """
 from __future__ import annotations
 

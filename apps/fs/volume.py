@@ -1,104 +1,62 @@
-"""A FAT volume served through FatFs (the ``fatfs-ng`` binding of ChaN's FatFs, LionsOS's library).
+"""A FAT volume served through FatFs (ChaN's library, which LionsOS's server uses; our cffi build
+``sddf.fs._fatfs``).
 
 :class:`Volume` keeps the client's open files and directories and turns each fs operation into
 FatFs calls, answering with an :class:`FsStatus`. FatFs reads and writes sectors through
-:class:`FatDisk`, which serves them from the server's :class:`BlockCache` (so a disk callback may
-wait for block responses: the caller runs it on a cothread).
+:class:`~sddf.apps.fs.fatdisk.FatDisk`, which serves them from the server's :class:`BlockCache`
+(so a disk callback may wait for block responses: the caller runs it on a cothread).
 
-What the binding imposes, and how it is met:
-- a disk callback must not raise (an exception inside FatFs leaves the interpreter in an error
-  state: the binding reports later calls as SystemError). :class:`FatDisk` catches every failure,
-  answers zeros and drops writes for the rest of the call, and :class:`Volume` turns the failure
-  into ERROR after the call and recovers: it forgets the cache and mounts the volume again, which
-  makes FatFs drop what it held in memory (the open handles then answer INVALID_FD);
+- A block failure inside a FatFs call makes the disk answer RES_ERROR for the rest of the call;
+  :class:`Volume` turns it into ERROR after the call and recovers: it forgets the cache and mounts
+  the volume again, which makes FatFs drop what it held in memory (the open handles then answer
+  INVALID_FD);
 - FatFs is built without re-entrancy or file locking (FF_FS_REENTRANT 0, FF_FS_LOCK 0): one
   cothread makes every FatFs call, and :class:`Volume` refuses what FatFs would corrupt the
   volume over — a file open for writing opened again, an open file (or a directory holding
   one) removed or renamed — with SERVER_WAS_DENIED;
+- a file open read-only cannot change while it is open (no writer may open it): its link map
+  (:mod:`.linkmap`) is made at open, FatFs seeks by it, and reads of at least
+  :data:`DIRECT_READ` bytes go straight from the block device into the client's buffer
+  (:meth:`BlockCache.read_uncached`, which first writes what the cache holds newer than the
+  disk). FatFs serves every other read, with one copy per sector from the cache into the
+  client's buffer. A file open for writing is read through FatFs only (its sector buffer may
+  hold data not yet written, and its clusters may grow);
 - FatFs leaves the bytes of clusters it allocates as they were: a write past the end of a file,
   or a truncate that lengthens it, first writes zeros over the gap (as POSIX has it), so no
   stale data of a removed file shows through;
-- paths are CP437 in this build (FF_LFN_UNICODE 0): a client's path must be UTF-8 that CP437 can
-  spell (INVALID_NAME otherwise); FILINFO has no time stamps, so STAT's times are 0.
+- paths and names are CP437 in this build (FF_LFN_UNICODE 0): a client's path must be UTF-8 that
+  CP437 can spell (INVALID_NAME otherwise); STAT's times are 0.
 """
 from __future__ import annotations
 
 import codecs
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
-from fatfs import wrapper as ff
-from fatfs.diskio import Disk
-
-from sddf.apps.fs.blockcache import SECTOR, SECTORS_PER_BLOCK, BlockCache, BlockIoError
+from sddf.apps.fs.blockcache import SECTOR, BlockCache, BlockIoError
+from sddf.apps.fs.fatdisk import DISKS, FatDisk
+from sddf.apps.fs.linkmap import LinkMap, LinkMapError
+from sddf.fs._fatfs import ffi, lib
 from sddf.fs.protocol import ACCESS_MODE_MASK, KNOWN_OPEN_FLAGS, MAX_NAME, FsOpenFlags, FsStat, FsStatus
 
-# FatFs results (ff.h's FRESULT) and open modes
-FR_OK, FR_DISK_ERR, FR_NO_FILE, FR_NO_PATH, FR_INVALID_NAME, FR_DENIED, FR_EXIST = 0, 1, 4, 5, 6, 7, 8
-FR_INVALID_OBJECT, FR_WRITE_PROTECTED, FR_NO_FILESYSTEM = 9, 10, 13
-FR_NOT_ENOUGH_CORE, FR_TOO_MANY_OPEN_FILES = 17, 18
-FA_READ, FA_WRITE, FA_OPEN_EXISTING, FA_OPEN_ALWAYS = 0x01, 0x02, 0x00, 0x10
 STATUS_OF = {
-    FR_OK: FsStatus.SUCCESS, FR_NO_FILE: FsStatus.NO_FILE, FR_NO_PATH: FsStatus.INVALID_PATH,
-    FR_INVALID_NAME: FsStatus.INVALID_NAME, FR_DENIED: FsStatus.SERVER_WAS_DENIED, FR_EXIST: FsStatus.ALREADY_EXISTS,
-    FR_INVALID_OBJECT: FsStatus.INVALID_FD, FR_WRITE_PROTECTED: FsStatus.SERVER_WAS_DENIED,
-    FR_NOT_ENOUGH_CORE: FsStatus.ALLOCATION_ERROR, FR_TOO_MANY_OPEN_FILES: FsStatus.TOO_MANY_OPEN_FILES,
+    lib.FR_OK: FsStatus.SUCCESS, lib.FR_NO_FILE: FsStatus.NO_FILE, lib.FR_NO_PATH: FsStatus.INVALID_PATH,
+    lib.FR_INVALID_NAME: FsStatus.INVALID_NAME, lib.FR_DENIED: FsStatus.SERVER_WAS_DENIED,
+    lib.FR_EXIST: FsStatus.ALREADY_EXISTS, lib.FR_INVALID_OBJECT: FsStatus.INVALID_FD,
+    lib.FR_WRITE_PROTECTED: FsStatus.SERVER_WAS_DENIED, lib.FR_NOT_ENOUGH_CORE: FsStatus.ALLOCATION_ERROR,
+    lib.FR_TOO_MANY_OPEN_FILES: FsStatus.TOO_MANY_OPEN_FILES,
 }
-DRIVE = b"0:"
-#: fatfs-ng's table of drives (its Partition class fills it; one per process, and a server restarted
-#: in the same process must take drive 0 over from its dead predecessor)
-DRIVES: dict[int, Disk] = vars(ff)["__diskio_wrapper_disks"]
+DRIVE_NUMBER, DRIVE = 0, b"0:"  # FatFs's drive, and how paths name it
 #: drive 0's file system object. FatFs keeps a pointer to the one mounted and writes to it when the
 #: drive is mounted again, so it must outlive every Volume (a freed one corrupts the heap)
-FATFS = ff.FATFS_Handle()
+FATFS = ffi.new("FATFS *")
 MAX_FILE_SIZE = 0xFFFF_FFFF  # FAT's limit (FatFs's FSIZE_t without exFAT is 32 bits)
-CHUNK = 1 << 20  # bytes per FatFs read or write call (bounds the copies the binding makes)
+#: reads of a file open read-only from this size on go to the block device past FatFs and the cache
+DIRECT_READ = 64 << 10
+CHUNK = 1 << 20  # bytes of zeros per FatFs write when filling a gap
 ZEROS = bytes(CHUNK)
 MODE_DIR, MODE_FILE = 0o040755, 0o100644
 CODE_PAGE = codecs.lookup("cp437").name  # looked up now: once confined, a PD cannot import the codec
-
-
-class FatDisk(Disk):
-    """FatFs's disk: sectors of the partition from the block cache; see the module docstring."""
-
-    def __init__(self, cache: BlockCache, log: Callable[[str], None]) -> None:
-        super().__init__()
-        self._cache = cache
-        self._log = log
-        #: a block transfer failed since the last call began: reads answer zeros, writes are dropped
-        self.failed = False
-        self.bug: BaseException | None = None  # a failure that is no I/O error (raised after the call)
-
-    def ioctl_get_sector_count(self) -> int:
-        return self._cache.blocks * SECTORS_PER_BLOCK
-
-    def ioctl_get_sector_size(self) -> int:
-        return SECTOR
-
-    def ioctl_get_block_size(self) -> int:
-        return SECTORS_PER_BLOCK
-
-    def read(self, sector: int, count: int) -> Any:
-        if not self.failed:
-            try:
-                return self._cache.read(sector, count // SECTOR)
-            except BaseException as exc:  # noqa: BLE001 - nothing may escape into FatFs
-                self._fail(exc)
-        return bytes(count)
-
-    def write(self, sector: int, count: int, buff: bytes) -> None:
-        if not self.failed:
-            try:
-                self._cache.write(sector, count // SECTOR, buff)
-            except BaseException as exc:  # noqa: BLE001 - nothing may escape into FatFs
-                self._fail(exc)
-
-    def _fail(self, exc: BaseException) -> None:
-        self.failed = True
-        if isinstance(exc, BlockIoError):
-            self._log(f"block I/O failed: {exc}")
-        else:
-            self.bug = exc
 
 
 class DiskFailed(Exception):
@@ -107,17 +65,18 @@ class DiskFailed(Exception):
 
 @dataclass
 class OpenFile:
-    handle: Any
+    handle: Any  # FatFs's FIL
     key: str
     path: bytes
     readable: bool
     writable: bool
     size: int
+    links: LinkMap | None = None  # a file open read-only: where its bytes lie (FatFs seeks by it too)
 
 
 @dataclass
 class OpenDir:
-    handle: Any
+    handle: Any  # FatFs's DIR
     key: str
     path: bytes
     location: int = 0
@@ -151,21 +110,22 @@ class Volume:
 
     # ---- the volume ---------------------------------------------------------------------
     def mount(self) -> FsStatus:
-        DRIVES[0] = self._disk
-        self._disk.failed = False
+        DISKS[DRIVE_NUMBER] = self._disk
+        self._disk.reset()
         try:
-            result = self._call(ff.pyf_mount, FATFS, DRIVE, 1)
+            result = self._call(lib.f_mount, FATFS, DRIVE, 1)
         except DiskFailed:
             self._log("mounting the FAT volume failed: the block device failed a read")
             self._cache.drop()
-            self._disk.failed = self.mounted = False
+            self._disk.reset()
+            self.mounted = False
             return FsStatus.ERROR
-        if result == FR_NO_FILESYSTEM:
+        if result == lib.FR_NO_FILESYSTEM:
             self._log("the partition holds no FAT file system FatFs can mount (FAT12/16/32 with 512-byte "
                       "sectors); not formatting it: make one with `sddf blk mkimage` or mkfs.fat")
-        elif result != FR_OK:
+        elif result != lib.FR_OK:
             self._log(f"mounting the FAT volume failed: FatFs result {result}")
-        self.mounted = result == FR_OK
+        self.mounted = result == lib.FR_OK
         return STATUS_OF.get(result, FsStatus.ERROR)
 
     def unmount(self) -> FsStatus:
@@ -182,7 +142,7 @@ class Volume:
     def recover(self) -> None:
         """After a block failure: forget the cache and mount again (FatFs drops its state)."""
         self._cache.drop()
-        self._disk.failed = False
+        self._disk.reset()
         if self.mounted and self.mount() != FsStatus.SUCCESS:
             self._log("the volume could not be mounted again after a block failure; INITIALISE to retry")
 
@@ -208,42 +168,60 @@ class Volume:
             return FsStatus.SERVER_WAS_DENIED, 0
         if len(self.files.open) >= self.files.limit:
             return FsStatus.TOO_MANY_OPEN_FILES, 0
-        fat_mode = (FA_READ if readable else 0) | (FA_WRITE if writable else 0)
-        fat_mode |= FA_OPEN_ALWAYS if flags & FsOpenFlags.CREATE else FA_OPEN_EXISTING
-        handle, info = ff.FIL_Handle(), ff.FILINFO_Handle()
-        result = self._call(ff.pyf_open, handle, path, fat_mode)
-        if result == FR_OK:
-            result = self._call(ff.pyf_stat, path, info)
-            if result != FR_OK:
-                self._call(ff.pyf_close, handle)
-        if result != FR_OK:
-            return STATUS_OF.get(result, FsStatus.ERROR), 0
-        fd = self.files.add(OpenFile(handle, key, path, readable, writable, info.get_size()))
+        fat_mode = (lib.FA_READ if readable else 0) | (lib.FA_WRITE if writable else 0)
+        fat_mode |= lib.FA_OPEN_ALWAYS if flags & FsOpenFlags.CREATE else lib.FA_OPEN_EXISTING
+        handle = ffi.new("FIL *")
+        result = self._call(lib.f_open, handle, path, fat_mode)
+        if result != lib.FR_OK:
+            return self._status(result), 0
+        f = OpenFile(handle, key, path, readable, writable, handle.obj.objsize)
+        if not writable:  # its clusters cannot change while it is open (no writer may open it)
+            try:
+                f.links = self._call(LinkMap, handle, f.size, SECTOR)
+            except LinkMapError as exc:
+                self._call(lib.f_close, handle)
+                self._log(f"open {path.decode(CODE_PAGE)}: its cluster chain is unusable: {exc}")
+                return FsStatus.ERROR, 0
+        fd = self.files.add(f)
         assert fd is not None  # room was checked above
         return FsStatus.SUCCESS, fd
 
     def close(self, fd: int) -> FsStatus:
         """Close (writing back what FatFs holds); a handle a recovery invalidated just goes."""
-        result = self._call(ff.pyf_close, self.files.open.pop(fd).handle)
-        return FsStatus.SUCCESS if result == FR_INVALID_OBJECT else self._status(result)
+        result = self._call(lib.f_close, self.files.open.pop(fd).handle)
+        return FsStatus.SUCCESS if result == lib.FR_INVALID_OBJECT else self._status(result)
 
     def read(self, fd: int, offset: int, into: memoryview) -> tuple[FsStatus, int]:
-        """Read from ``offset`` into ``into``; the bytes read (fewer at the end of the file)."""
+        """Read from ``offset`` into ``into``; the bytes read (fewer at the end of the file). A
+        large read of a file open read-only goes past FatFs (:meth:`_read_direct`)."""
         f = self.files.open[fd]
         if not f.readable:
             return FsStatus.INVALID_READ, 0
         want = max(0, min(len(into), f.size - offset))
         if want == 0:
             return FsStatus.SUCCESS, 0
-        result = self._call(ff.pyf_lseek, f.handle, offset)
-        done = 0
-        while result == FR_OK and done < want:
-            result, data = self._call(ff.pyf_read, f.handle, min(CHUNK, want - done))
-            into[done:done + len(data)] = data
-            done += len(data)
-            if not data:
-                break
-        return self._status(result), done
+        result = self._call(lib.f_lseek, f.handle, offset)  # also tells a handle a recovery invalidated
+        if result != lib.FR_OK:
+            return self._status(result), 0
+        if f.links is not None and want >= DIRECT_READ:
+            return self._read_direct(f.links, offset, into[:want])
+        done = ffi.new("UINT *")
+        result = self._call(lib.f_read, f.handle, ffi.from_buffer(into), want, done)
+        return self._status(result), done[0]
+
+    def _read_direct(self, links: LinkMap, offset: int, into: memoryview) -> tuple[FsStatus, int]:
+        """Read the file's bytes from ``offset`` into ``into`` straight from the block device, by
+        its link map (FatFs's state is untouched, so a failure needs no recovery)."""
+        extents, at = [], 0
+        for disk, size in links.extents(offset, len(into)):
+            extents.append((disk, into[at:at + size]))
+            at += size
+        try:
+            self._cache.read_uncached(extents)
+        except BlockIoError as exc:
+            self._log(f"read: {exc}")
+            return FsStatus.ERROR, 0
+        return FsStatus.SUCCESS, len(into)
 
     def write(self, fd: int, offset: int, data: memoryview) -> tuple[FsStatus, int]:
         """Write ``data`` at ``offset`` (zeros first over any gap past the end); the bytes written
@@ -255,20 +233,18 @@ class Volume:
             status, _ = self._write_at(f, f.size, _zeros(offset - f.size))
             if status != FsStatus.SUCCESS:
                 return status, 0
-        return self._write_at(f, offset, (data[i:i + CHUNK] for i in range(0, len(data), CHUNK)))
+        return self._write_at(f, offset, [data])
 
-    def _write_at(self, f: OpenFile, offset: int, chunks: Any) -> tuple[FsStatus, int]:
-        result, done = self._call(ff.pyf_lseek, f.handle, offset), 0
+    def _write_at(self, f: OpenFile, offset: int, chunks: Iterable[bytes | memoryview]) -> tuple[FsStatus, int]:
+        result, done = self._call(lib.f_lseek, f.handle, offset), 0
+        written = ffi.new("UINT *")
         for chunk in chunks:
-            if result != FR_OK:
+            if result != lib.FR_OK:
                 break
-            try:
-                result, written = self._call(ff.pyf_write, f.handle, bytes(chunk))  # a private copy
-            except ff.FatFSException as exc:
-                result, written = exc.code, 0
-            done += written
+            result = self._call(lib.f_write, f.handle, ffi.from_buffer(chunk), len(chunk), written)
+            done += written[0]
             f.size = max(f.size, offset + done)
-            if written < len(chunk):
+            if written[0] < len(chunk):
                 break  # the volume is full
         return self._status(result), done
 
@@ -283,16 +259,16 @@ class Volume:
         if length > f.size:
             status, _ = self._write_at(f, f.size, _zeros(length - f.size))
             return FsStatus.ERROR if status == FsStatus.SUCCESS and f.size < length else status
-        result = self._call(ff.pyf_lseek, f.handle, length)
-        if result == FR_OK:
-            result = self._call(ff.pyf_truncate, f.handle)
-        if result == FR_OK:
+        result = self._call(lib.f_lseek, f.handle, length)
+        if result == lib.FR_OK:
+            result = self._call(lib.f_truncate, f.handle)
+        if result == lib.FR_OK:
             f.size = length
         return self._status(result)
 
     def sync(self, fd: int) -> FsStatus:
         """Write back what FatFs holds for the file, then every cached block, then FLUSH the device."""
-        status = self._status(self._call(ff.pyf_sync, self.files.open[fd].handle))
+        status = self._status(self._call(lib.f_sync, self.files.open[fd].handle))
         if status == FsStatus.SUCCESS:
             try:
                 self._cache.sync()
@@ -305,12 +281,12 @@ class Volume:
     def stat(self, path: bytes) -> tuple[FsStatus, FsStat | None]:
         if _key(path) == "":
             return FsStatus.SUCCESS, FsStat(mode=MODE_DIR, nlink=1, blksize=SECTOR)  # FatFs cannot stat the root
-        info = ff.FILINFO_Handle()
-        result = self._call(ff.pyf_stat, path, info)
-        if result != FR_OK:
-            return STATUS_OF.get(result, FsStatus.ERROR), None
-        size = info.get_size()
-        mode = MODE_DIR if info.is_directory() else MODE_FILE & ~(0o222 if info.is_readonly() else 0)
+        info = ffi.new("FILINFO *")
+        result = self._call(lib.f_stat, path, info)
+        if result != lib.FR_OK:
+            return self._status(result), None
+        size = info.fsize
+        mode = MODE_DIR if info.fattrib & lib.AM_DIR else MODE_FILE & ~(0o222 if info.fattrib & lib.AM_RDO else 0)
         return FsStatus.SUCCESS, FsStat(mode=mode, nlink=1, size=size, blksize=SECTOR, blocks=-(-size // SECTOR))
 
     def _in_use(self, path: bytes) -> bool:
@@ -328,7 +304,7 @@ class Volume:
             return FsStatus.ERROR
         if self._in_use(path):
             return FsStatus.SERVER_WAS_DENIED
-        return self._status(self._call(ff.pyf_unlink, path))
+        return self._status(self._call(lib.f_unlink, path))
 
     def rmdir(self, path: bytes) -> FsStatus:
         """Remove an empty directory (NOT_EMPTY otherwise; the root stays)."""
@@ -339,34 +315,34 @@ class Volume:
             return FsStatus.NOT_DIRECTORY
         if _key(path) == "" or self._in_use(path):
             return FsStatus.SERVER_WAS_DENIED
-        result = self._call(ff.pyf_unlink, path)
-        return FsStatus.NOT_EMPTY if result == FR_DENIED else self._status(result)
+        result = self._call(lib.f_unlink, path)
+        return FsStatus.NOT_EMPTY if result == lib.FR_DENIED else self._status(result)
 
     def mkdir(self, path: bytes) -> FsStatus:
-        return self._status(self._call(ff.pyf_mkdir, path))
+        return self._status(self._call(lib.f_mkdir, path))
 
     def rename(self, old: bytes, new: bytes) -> FsStatus:
         if self._in_use(old) or self._in_use(new):
             return FsStatus.SERVER_WAS_DENIED
-        return self._status(self._call(ff.pyf_rename, old, new))
+        return self._status(self._call(lib.f_rename, old, new))
 
     # ---- directories --------------------------------------------------------------------
     def opendir(self, path: bytes) -> tuple[FsStatus, int]:
         if len(self.dirs.open) >= self.dirs.limit:
             return FsStatus.TOO_MANY_OPEN_FILES, 0
-        handle = ff.DIR_Handle()
-        result = self._call(ff.pyf_opendir, handle, path)
-        if result == FR_NO_PATH and self.stat(path)[0] == FsStatus.SUCCESS:
+        handle = ffi.new("DIR *")
+        result = self._call(lib.f_opendir, handle, path)
+        if result == lib.FR_NO_PATH and self.stat(path)[0] == FsStatus.SUCCESS:
             return FsStatus.NOT_DIRECTORY, 0  # it names a file
-        if result != FR_OK:
-            return STATUS_OF.get(result, FsStatus.ERROR), 0
+        if result != lib.FR_OK:
+            return self._status(result), 0
         fd = self.dirs.add(OpenDir(handle, _key(path), path))
         assert fd is not None
         return FsStatus.SUCCESS, fd
 
     def closedir(self, fd: int) -> FsStatus:
-        result = self._call(ff.pyf_closedir, self.dirs.open.pop(fd).handle)
-        return FsStatus.SUCCESS if result == FR_INVALID_OBJECT else self._status(result)
+        result = self._call(lib.f_closedir, self.dirs.open.pop(fd).handle)
+        return FsStatus.SUCCESS if result == lib.FR_INVALID_OBJECT else self._status(result)
 
     def readdir(self, fd: int) -> tuple[FsStatus, bytes]:
         """The next name in the directory; END_OF_DIRECTORY after the last."""
@@ -375,21 +351,15 @@ class Volume:
             name, d.unread = d.unread, None
             d.location += 1
             return FsStatus.SUCCESS, name
-        info = ff.FILINFO_Handle()
-        result = self._call(ff.pyf_readdir, d.handle, info)
-        if result != FR_OK:
+        info = ffi.new("FILINFO *")
+        result = self._call(lib.f_readdir, d.handle, info)
+        if result != lib.FR_OK:
             return self._status(result), b""
-        try:
-            name = info.get_name()
-        except UnicodeDecodeError:  # the binding decodes CP437 names as UTF-8
-            d.location += 1
-            where = d.path[len(DRIVE):].decode(CODE_PAGE)
-            self._log(f"a name in {where!r} is not ASCII: the FatFs binding cannot hand it out")
-            return FsStatus.INVALID_NAME, b""
+        name = ffi.string(info.fname)
         if not name:
             return FsStatus.END_OF_DIRECTORY, b""
         d.location += 1
-        return FsStatus.SUCCESS, name.encode()
+        return FsStatus.SUCCESS, name.decode(CODE_PAGE).encode()
 
     def unread(self, fd: int, name: bytes) -> None:
         """Give back the name the last :meth:`readdir` returned: the next one returns it again."""
@@ -399,11 +369,9 @@ class Volume:
     def rewinddir(self, fd: int) -> FsStatus:
         d = self.dirs.open[fd]
         d.unread = None
-        result = self._call(ff.pyf_closedir, d.handle)
-        if result == FR_OK:
-            result = self._call(ff.pyf_opendir, d.handle, d.path)
-        if result != FR_OK:
-            del self.dirs.open[fd]  # the handle is closed
+        result = self._call(lib.f_readdir, d.handle, ffi.NULL)  # FatFs's f_rewinddir
+        if result != lib.FR_OK:
+            del self.dirs.open[fd]
         d.location = 0
         return self._status(result)
 
