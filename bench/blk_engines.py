@@ -6,20 +6,20 @@
 * :func:`run_engine` — an I/O engine the block driver could use, driven the way the driver
   drives its own: ``depth`` requests in flight into one buffer, completions announced
   on an eventfd that the loop waits on, new requests issued as old ones complete.
-  :class:`PoolEngine` is the driver's engine (a ``ThreadPoolExecutor`` of N threads running
-  ``os.preadv``/``os.pwritev``); :class:`UringEngine` is io_uring through the ``liburing`` PyPI
+  :class:`DriverEngine` is the driver's engine (:mod:`sddf.blk.io`: N C threads running
+  pread/pwrite); :class:`UringEngine` is io_uring through the ``liburing`` PyPI
   binding (readv/writev straight into the buffer, completions via a registered eventfd).
 """
 from __future__ import annotations
 
 import os
+import select
 import threading
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, Protocol
 
 from bench.blk_components import Outcome, Window, Workload, block_numbers
+from sddf.blk import io
 from sddf.blk.queue import BLK_TRANSFER_SIZE
 
 
@@ -93,41 +93,29 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
-class PoolEngine:
-    """The block driver's engine: a thread pool running blocking preadv/pwritev, each finished
-    request appended to a deque and announced on an eventfd."""
+class DriverEngine:
+    """The block driver's engine (:class:`sddf.blk.io.IoEngine`: C threads running pread/pwrite),
+    its completions announced on its eventfd."""
 
     def __init__(self, fd: int, w: Workload, buffer: memoryview, threads: int) -> None:
-        self._fd, self._move = fd, os.pwritev if w.write else os.preadv
-        self._slots = [buffer[i * w.request_bytes:(i + 1) * w.request_bytes] for i in range(w.depth)]
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="pool-engine")
-        self._done: deque[tuple[int, int]] = deque()
-        self._event = os.eventfd(0, os.EFD_CLOEXEC)
-
-    def _job(self, slot: int, offset: int) -> None:
-        try:
-            moved = self._move(self._fd, [self._slots[slot]], offset)
-        except OSError as exc:
-            moved = -(exc.errno or 1)
-        self._done.append((slot, moved))
-        os.eventfd_write(self._event, 1)
+        self._fd, self._bytes = fd, w.request_bytes
+        self._code = io.WRITE if w.write else io.READ
+        self._io = io.IoEngine(threads, w.depth, [buffer])
 
     def submit(self, slot: int, offset: int) -> None:
-        self._pool.submit(self._job, slot, offset)
+        self._io.submit(slot, self._code, self._fd, 0, slot * self._bytes, self._bytes, offset)
 
     def commit(self) -> None:
         pass
 
     def wait(self) -> list[tuple[int, int]]:
-        os.eventfd_read(self._event)
-        done, popleft = [], self._done.popleft
-        while self._done:
-            done.append(popleft())
-        return done
+        select.select([self._io.eventfd], [], [])
+        self._io.acknowledge()
+        return [(slot, done * BLK_TRANSFER_SIZE if status == io.OK else -1)
+                for slot, status, done in self._io.completions()]
 
     def close(self) -> None:
-        self._pool.shutdown()
-        os.close(self._event)
+        os.close(self._io.eventfd)
 
 
 class UringEngine:
@@ -197,11 +185,11 @@ def run_engine(w: Workload, fd: int, first_byte: int, partition_blocks: int, eng
     """Run ``w`` through ``engine`` (``pool`` with ``threads`` threads, or ``uring``); see the
     module docstring."""
     buffer = memoryview(bytearray(os.urandom(w.depth * w.request_bytes) if w.write else w.depth * w.request_bytes))
-    io: Engine = PoolEngine(fd, w, buffer, threads) if engine == "pool" else UringEngine(fd, w, buffer)
+    engine_: Engine = DriverEngine(fd, w, buffer, threads) if engine == "pool" else UringEngine(fd, w, buffer)
     try:
-        outcome = _closed_loop(w, io, _offsets(w, first_byte, partition_blocks))
+        outcome = _closed_loop(w, engine_, _offsets(w, first_byte, partition_blocks))
     finally:
-        io.close()
+        engine_.close()
     outcome.flush_s = _sync(fd, w)
     return outcome
 

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.append(str(REPO))
 from bench.blk_components import (READY_LINE, RESULT_PREFIX, BlkLoad, LoadError, Window,  # noqa: E402
                                   block_numbers, parse_result, workload)
-from bench.blk_engines import PoolEngine, UringEngine, run_direct, run_engine, uring_problem  # noqa: E402
+from bench.blk_engines import DriverEngine, UringEngine, run_direct, run_engine, uring_problem  # noqa: E402
 from bench.fat_components import CHUNK, WORKLOAD as FAT_WORKLOAD, read_with_pyfatfs  # noqa: E402
 
 from sddf.blk.config import BlkVirtConfig  # noqa: E402
@@ -222,7 +222,7 @@ def test_an_engine_puts_what_each_request_read_in_its_own_slot(numbered: int, ki
     w = workload("rand4k-read-qd32", 1.0)
     w.depth = 6  # a batch that does not divide the completion ring (32 entries): batches straddle its end
     buffer = memoryview(bytearray(w.depth * BLK_TRANSFER_SIZE))
-    io = PoolEngine(numbered, w, buffer, 4) if kind == "pool" else UringEngine(numbered, w, buffer)
+    io = DriverEngine(numbered, w, buffer, 4) if kind == "pool" else UringEngine(numbered, w, buffer)
     try:
         for round_ in range(40):  # 240 completions: around the completion ring many times
             blocks = {slot: (round_ * 7 + slot * 13) % BLOCKS for slot in range(w.depth)}

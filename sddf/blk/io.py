@@ -17,6 +17,7 @@ from sddf import atomic
 from sddf._atomic import ffi, lib
 
 READ, WRITE, FLUSH = lib.BLKIO_READ, lib.BLKIO_WRITE, lib.BLKIO_FLUSH
+OK = lib.BLKIO_OK
 
 
 class IoEngine:
