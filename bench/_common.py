@@ -213,3 +213,14 @@ def print_profile(stats_file: Path, per: int, title: str, top: int = 14) -> None
                      f"{tt / total:.0%}"))
     print_table(f"{title}: {per} descriptors, {total / per * 1e6:.3f} µs each under the profiler",
                 ["function", "calls/desc", "own µs/desc", "cum µs/desc", "own share"], rows)
+
+
+def jsonable(value: object) -> object:
+    """NaN → None, recursively (JSON has no NaN)."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value

@@ -635,17 +635,6 @@ def plot(results: dict[str, dict], engines: dict | None, cache: Cache, out: Path
     console.print(f"wrote {path}")
 
 
-def jsonable(value: object) -> object:
-    """NaN → None, recursively (JSON has no NaN)."""
-    if isinstance(value, float) and value != value:
-        return None
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    return value
-
-
 @contextlib.contextmanager
 def held_pm_qos(enabled: bool) -> Iterator[str]:
     if not enabled:
@@ -695,8 +684,8 @@ def main() -> int:
             profile(disk, cache, plan, work)
     console.print(f"done in {time.monotonic() - started:.0f} s")
     if args.json:
-        _common.write_json(args.json, jsonable(ratios),
-                           jsonable({"workloads": results, "engines": engines, "fat": fat, "cache": cache.mode,
+        _common.write_json(args.json, _common.jsonable(ratios),
+                           _common.jsonable({"workloads": results, "engines": engines, "fat": fat, "cache": cache.mode,
                                      "cache_note": cache.note, "pm_qos": qos, "image_bytes": plan.image_size}),
                            targets=met, plan=asdict(plan) | {"quick": args.quick})
     return 0

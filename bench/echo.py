@@ -753,17 +753,6 @@ def print_profile(prof: dict) -> None:
                     [[fn, f"{n / samples:.1%}"] for fn, n in prof[kind][:15]])
 
 
-def jsonable(value: object) -> object:
-    """NaN → None, recursively (JSON has no NaN)."""
-    if isinstance(value, float) and value != value:
-        return None
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    return value
-
-
 def main() -> int:
     parser = _common.arg_parser(__doc__.split("\n", 1)[0])
     parser.add_argument("--systems", default=",".join(SYSTEMS),
@@ -809,8 +798,9 @@ def main() -> int:
             print_profile(prof)
     console.print(f"done in {time.monotonic() - started:.0f} s")
     if args.json:
-        _common.write_json(args.json, jsonable(ratios), jsonable({"systems": results, "scaling": scaling}),
-                           targets=verdicts, plan=vars(plan) | {"quick": args.quick}, profile=jsonable(prof))
+        _common.write_json(args.json, _common.jsonable(ratios),
+                           _common.jsonable({"systems": results, "scaling": scaling}),
+                           targets=verdicts, plan=vars(plan) | {"quick": args.quick}, profile=_common.jsonable(prof))
     return 0
 
 

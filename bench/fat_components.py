@@ -18,10 +18,8 @@ import zlib
 from dataclasses import asdict, dataclass
 
 from bench.blk_components import READY_LINE, RESULT_PREFIX, Outcome
-from sddf.component import Component
-from sddf.fs.client import FsClient, FsClientCore
+from sddf.fs.client import FsClientComponent
 from sddf.fs.config import FsConnection
-from sddf.fs.cothread import Cothread
 
 FAT_FILE = "/bench.bin"
 CHUNK = 1 << 20  # bytes per read: the most one FILE_READ moves (sddf.fs.client.CHUNK)
@@ -35,31 +33,15 @@ class FatReadConfig:
     chunk: int = CHUNK
 
 
-class FatRead(Component):
+class FatRead(FsClientComponent):
     """Reads its file once through its fs server and reports; see the module docstring."""
 
     kind = "fs.client"
     Config = FatReadConfig
 
-    def init(self) -> None:
-        self._core = FsClientCore(self.name, self.regions, self.config.fs, self.refuse)
-        self._body = Cothread(f"{self.name}-read", self._read)
-        self._fs = FsClient(self._core, self._body.wait)
-        self._step()
-
-    def notified(self, ch: int) -> None:
-        self._core.poll()
-        self._step()
-
-    def _step(self) -> None:
-        self._body.resume()
-        if self._core.submitted:
-            self._core.submitted = 0
-            self.notify(self._core.channel)
-
-    def _read(self) -> None:
+    def body(self) -> None:
         cfg: FatReadConfig = self.config
-        fs = self._fs
+        fs = self.fs
         fs.initialise()
         fd = fs.open(cfg.path)
         size = fs.size(fd)

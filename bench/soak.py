@@ -708,7 +708,7 @@ def main() -> int:
                    "refusals": result["refusals"], "queues_at_end": result["queues"],
                    "running": result["running"], "died": result["died"],
                    "lost_outside_kills": result["lost_outside_kills"]}
-        _common.write_json(args.json, echo.jsonable(ratios), echo.jsonable(figures), targets=verdicts)
+        _common.write_json(args.json, _common.jsonable(ratios), _common.jsonable(figures), targets=verdicts)
     return 0 if result["running"] and ratios["buffers_leaked"] == 0 else 1
 
 

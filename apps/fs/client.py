@@ -16,10 +16,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Callable
 
-from sddf.component import Component
-from sddf.fs.client import FsClient, FsClientCore, FsError
+from sddf.fs.client import FsClientComponent, FsError
 from sddf.fs.config import FsConnection
-from sddf.fs.cothread import Cothread
 from sddf.fs.protocol import FsOpenFlags, FsStatus
 
 SHOWN = 64  # a file read this short (and printable) is logged whole
@@ -34,31 +32,15 @@ class FsClientPdConfig:
     actions: list[list[str]] = field(default_factory=lambda: [list(a) for a in DEMO_ACTIONS])
 
 
-class FsClientPd(Component):
+class FsClientPd(FsClientComponent):
     """Runs its ``actions`` against its fs server; see the module docstring."""
 
     kind = "fs.client"
     Config = FsClientPdConfig
 
-    def init(self) -> None:
-        self._core = FsClientCore(self.name, self.regions, self.config.fs, self.refuse)
-        self._script = Cothread(f"{self.name}-script", self._run_script)
-        self._fs = FsClient(self._core, self._script.wait)
-        self._step()
-
-    def notified(self, ch: int) -> None:
-        self._core.poll()
-        self._step()
-
-    def _step(self) -> None:
-        self._script.resume()
-        if self._core.submitted:
-            self._core.submitted = 0
-            self.notify(self._core.channel)
-
-    def _run_script(self) -> None:
+    def body(self) -> None:
         try:
-            self._fs.initialise()
+            self.fs.initialise()
         except FsError as exc:
             self.log(f"mounting failed: {exc}")
             return
@@ -83,14 +65,14 @@ class FsClientPd(Component):
                     raise
                 return "not there"
         ops: dict[str, Callable[..., str]] = {
-            "mkdir": lambda path: _ok(self._fs.mkdir(path)),
-            "rmdir": lambda path: _ok(self._fs.rmdir(path)),
-            "remove": lambda path: _ok(self._fs.remove(path)),
-            "rename": lambda old, new: _ok(self._fs.rename(old, new)),
+            "mkdir": lambda path: _ok(self.fs.mkdir(path)),
+            "rmdir": lambda path: _ok(self.fs.rmdir(path)),
+            "remove": lambda path: _ok(self.fs.remove(path)),
+            "rename": lambda old, new: _ok(self.fs.rename(old, new)),
             "write": lambda path, text: self._write(path, text.encode()),
             "fill": lambda path, size: self._write(path, _pattern(int(size))),
             "read": self._read,
-            "list": lambda path: " ".join(sorted(self._fs.listdir(path))) or "(empty)",
+            "list": lambda path: " ".join(sorted(self.fs.listdir(path))) or "(empty)",
             "stat": self._stat,
             "truncate": self._truncate,
         }
@@ -99,26 +81,26 @@ class FsClientPd(Component):
         return ops[op](*args)
 
     def _write(self, path: str, data: bytes) -> str:
-        self._fs.write_file(path, data)
+        self.fs.write_file(path, data)
         return f"{len(data)} bytes"
 
     def _read(self, path: str) -> str:
-        data = self._fs.read_file(path)
+        data = self.fs.read_file(path)
         text = f"{len(data)} bytes sha256 {hashlib.sha256(data).hexdigest()}"
         if len(data) <= SHOWN and data.isascii() and data.decode().isprintable():
             text += f" {data.decode()!r}"
         return text
 
     def _stat(self, path: str) -> str:
-        st = self._fs.stat(path)
+        st = self.fs.stat(path)
         return f"{'directory' if st.mode & 0o040000 else 'file'} of {st.size} bytes"
 
     def _truncate(self, path: str, length: str) -> str:
-        fd = self._fs.open(path, FsOpenFlags.WRITE_ONLY)
+        fd = self.fs.open(path, FsOpenFlags.WRITE_ONLY)
         try:
-            self._fs.truncate(fd, int(length))
+            self.fs.truncate(fd, int(length))
         finally:
-            self._fs.close(fd)
+            self.fs.close(fd)
         return f"{int(length)} bytes"
 
 

@@ -17,7 +17,9 @@ from __future__ import annotations
 from contextlib import contextmanager, suppress
 from typing import Any, Callable, Iterator, Mapping
 
+from sddf.component import Component
 from sddf.fs.config import FsConnection
+from sddf.fs.cothread import Cothread
 from sddf.fs.protocol import (MAX_NAME, STAT_SIZE, Completion, FsBuffer, FsCommand, FsOpenFlags, FsQueueConsumer,
                               FsQueueProducer, FsStat, FsStatus, decode_completion, decode_stat, encode_command)
 
@@ -269,3 +271,29 @@ class FsClient:
                 self.close(fd)
             raise
         self.close(fd)
+
+
+class FsClientComponent(Component):
+    """A component whose :meth:`body` makes blocking fs calls on ``self.fs``: the body runs on a
+    cothread that waits for completions while the loop takes them (what every fs client PD shares)."""
+
+    def init(self) -> None:
+        self.fs_core = FsClientCore(self.name, self.regions, self.config.fs, self.refuse)
+        self._body = Cothread(f"{self.name}-fs", self.body)
+        self.fs = FsClient(self.fs_core, self._body.wait)
+        self._step()
+
+    def notified(self, ch: int) -> None:
+        self.fs_core.poll()
+        self._step()
+
+    def body(self) -> None:
+        """What the client does (override)."""
+        raise NotImplementedError
+
+    def _step(self) -> None:
+        """Let the body run until it waits, then tell the server of what it submitted."""
+        self._body.resume()
+        if self.fs_core.submitted:
+            self.fs_core.submitted = 0
+            self.notify(self.fs_core.channel)
