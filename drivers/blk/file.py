@@ -68,9 +68,9 @@ class FileBlkDriver(Component):
         self.ledger.require(capacity, "one per request the driver can hold")
         self._free_slots = [i for i, word in enumerate(self.ledger.words) if not word][::-1]
         self._waiting: deque[tuple[int, tuple]] = deque()  # (slot, request) taken, not started
-        self._running = 0
-        #: finished requests: (slot, status, success_count, whether it was running)
-        self._done: deque[tuple[int, int, int, bool]] = deque()
+        self._running = 0  # requests on the I/O threads
+        #: requests answered without the threads (invalid, BARRIER, inline I/O): (slot, status, success_count)
+        self._done: deque[tuple[int, int, int]] = deque()
         self._unsent: deque[tuple[int, int, int, int]] = deque()  # (status, success_count, id, slot)
         self._io = io.IoEngine(cfg.io_threads, capacity, [self.regions[d.map] for d in cfg.data], cfg.delay_us / 1e6)
         if cfg.io_threads:
@@ -80,7 +80,7 @@ class FileBlkDriver(Component):
             set_not_ready(info)  # the device went away and is back: the virtualiser reads its table again
         for slot, word in enumerate(self.ledger.words):
             if word:  # taken by the instance before us, never answered: its I/O may or may not have run
-                self._done.append((slot, ERR_IO, 0, False))
+                self._done.append((slot, ERR_IO, 0))
                 self.counters["answered_after_restart"] += 1
         self._answer()
         self.ledger.commit()  # those answers are out before the device is ready again
@@ -125,19 +125,18 @@ class FileBlkDriver(Component):
             problem = self._problem(code, data, block, count)
             if problem is not None:
                 self.counters[f"invalid.{problem}"] += 1
-                done.append((slot, ERR_INVALID_PARAM, 0, False))
-                continue
-            if code == BARRIER:
-                done.append((slot, OK, 0, False))
-                continue
-            self._running += 1
-            job = (slot, code, fd, *data, count * BLK_TRANSFER_SIZE, block * BLK_TRANSFER_SIZE)  # type: ignore[misc]
-            if threaded:
-                engine.submit(*job)
+                done.append((slot, ERR_INVALID_PARAM, 0))
+            elif code == BARRIER:
+                done.append((slot, OK, 0))
             else:
-                done.append((*engine.run(*job), True))
-            if code == FLUSH:
-                return
+                job = (slot, code, fd, *data, count * BLK_TRANSFER_SIZE, block * BLK_TRANSFER_SIZE)  # type: ignore[misc]
+                if not threaded:
+                    done.append(engine.run(*job))
+                    continue
+                engine.submit(*job)
+                self._running += 1
+                if code == FLUSH:
+                    return
 
     def _problem(self, code: int, data: tuple[int, int] | None, block: int, count: int) -> str | None:
         """Why a request is invalid (None if it is not); ``data`` is the (region, offset) it names."""
@@ -169,25 +168,25 @@ class FileBlkDriver(Component):
         """Queue the answers of finished requests (those the virtualiser has no room for wait),
         freeing their slots in the same commit; start what a FLUSH or BARRIER held back once
         nothing runs; notify the virtualiser."""
-        words = self.ledger.words
-        self._done.extend((*result, True) for result in self._io.completions())
+        words, unsent, done = self.ledger.words, self._unsent, self._done
+        finished = self._io.completions() if self._running else ()
+        self._running -= len(finished)
+        unsent.extend((status, count, words[slot] - 1, slot) for slot, status, count in finished)
         while True:
-            while self._done:
-                slot, status, done, ran = self._done.popleft()
-                self._running -= ran
-                self._unsent.append((status, done, words[slot] - 1, slot))
+            while done:
+                slot, status, count = done.popleft()
+                unsent.append((status, count, words[slot] - 1, slot))
             if self._running or not self._waiting:
                 break
-            self._start()  # inline I/O finishes at once; with threads this returns and the irq comes later
-        unsent = self._unsent
+            self._start()  # what a FLUSH or BARRIER held back (inline I/O is done at once)
         if not unsent:
             return
-        flat = tuple(field for status, done, rid, _slot in unsent for field in (status, done, rid))
+        flat = tuple(field for status, count, rid, _slot in unsent for field in (status, count, rid))
         sent = self._responses.enqueue_flat(flat)
         set_word, free = self.ledger.set, self._free_slots
         errors = 0
         for _ in range(sent):
-            status, _done, _rid, slot = unsent.popleft()
+            status, _count, _rid, slot = unsent.popleft()
             set_word(slot, 0)
             free.append(slot)
             errors += status != OK
