@@ -98,8 +98,8 @@ class PartitionSpec:
 
 
 @dataclass(frozen=True)
-class Partition:
-    """One laid-out partition: where it starts, its size (bytes) and its FAT type, if formatted."""
+class PlannedPartition:
+    """A partition as mkimage lays it out: where it starts, its size (bytes) and its FAT type, if formatted."""
 
     start: int
     size: int
@@ -124,7 +124,7 @@ def usable_end(disk_size: int, table: Table) -> int:
     return disk_size - (GPT_ARRAY_SECTORS + 1) * SECTOR if table == "gpt" else disk_size
 
 
-def plan(disk_size: int, table: Table, specs: list[PartitionSpec]) -> list[Partition]:
+def plan(disk_size: int, table: Table, specs: list[PartitionSpec]) -> list[PlannedPartition]:
     """Lay ``specs`` out in order, each on the next 1 MiB boundary; refuse what does not fit."""
     if table not in ("mbr", "gpt"):
         raise ImageError(f"unknown partition table {table!r} (mbr or gpt)")
@@ -150,7 +150,7 @@ def plan(disk_size: int, table: Table, specs: list[PartitionSpec]) -> list[Parti
         if spec.fat and not FAT_MIN_SIZE <= size <= FAT_MAX_SIZE:
             raise ImageError(f"partition {number}: a FAT partition must be {human(FAT_MIN_SIZE)} to "
                              f"{human(FAT_MAX_SIZE)}, not {human(size)}")
-        parts.append(Partition(start, size, fat_type_for(size) if spec.fat else None))
+        parts.append(PlannedPartition(start, size, fat_type_for(size) if spec.fat else None))
         start = -(-(start + size) // ALIGN) * ALIGN
     return parts
 
@@ -178,7 +178,7 @@ def _mbr_sector(entries: list[bytes], disk_signature: int) -> bytes:
     return bytes(sector)
 
 
-def mbr(partitions: list[Partition], disk_signature: int) -> Writes:
+def mbr(partitions: list[PlannedPartition], disk_signature: int) -> Writes:
     """An MS-DOS MBR with ``partitions`` as its primary entries, in order."""
     entries = [_mbr_entry(MBR_TYPES[p.fat], p.first_lba, p.sectors) for p in partitions]
     return [(0, _mbr_sector(entries, disk_signature))]
@@ -195,7 +195,7 @@ def _gpt_header(disk_lbas: int, backup: bool, disk_guid: UUID, array_crc: int) -
     return GPT_HEADER.pack(*fields).ljust(SECTOR, b"\0")
 
 
-def gpt(disk_size: int, partitions: list[Partition], new_guid: Callable[[], UUID] = uuid4) -> Writes:
+def gpt(disk_size: int, partitions: list[PlannedPartition], new_guid: Callable[[], UUID] = uuid4) -> Writes:
     """A protective MBR, the primary GPT header and entry array at LBA 1 and 2, and the backup entry
     array and header at the end of the disk; ``new_guid`` makes the disk's and each partition's GUID."""
     disk_lbas = disk_size // SECTOR
@@ -210,7 +210,7 @@ def gpt(disk_size: int, partitions: list[Partition], new_guid: Callable[[], UUID
     return [(0, primary), (disk_size - len(backup), backup)]
 
 
-def table_writes(table: Table, disk_size: int, partitions: list[Partition]) -> Writes:
+def table_writes(table: Table, disk_size: int, partitions: list[PlannedPartition]) -> Writes:
     """The bytes of a fresh ``table`` for ``partitions``, with random identifiers."""
     if table == "gpt":
         return gpt(disk_size, partitions)
@@ -291,7 +291,7 @@ def fsinfo_free_count_unknown(boot: bytes) -> Writes:
 
 
 # ---- the image file -------------------------------------------------------------------------
-def format_fat(path: str, part: Partition) -> None:
+def format_fat(path: str, part: PlannedPartition) -> None:
     """Make a ``part.fat`` file system in ``part`` of the image at ``path``. pyfatfs leaves the file
     ending where the partition does (it truncates to offset + size), so format in ascending order."""
     assert part.fat is not None
@@ -306,7 +306,7 @@ def format_fat(path: str, part: Partition) -> None:
 
 
 def build(path: str, disk_size: int, table: Table, specs: list[PartitionSpec], force: bool = False
-          ) -> list[Partition]:
+          ) -> list[PlannedPartition]:
     """Write a sparse image of ``disk_size`` bytes at ``path``: the FAT partitions formatted, then
     the table. Made beside ``path`` and moved there whole; an existing ``path`` only with ``force``."""
     if disk_size % BLK_TRANSFER_SIZE:
