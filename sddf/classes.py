@@ -4,14 +4,16 @@ from __future__ import annotations
 from sddf.blk.wiring import Blk
 from sddf.fs.wiring import Fat
 from sddf.net.wiring import Net
+from sddf.serial.wiring import Serial
 from sddf.timer.wiring import Timer
 
 
 class Sddf:
-    """sdfgen's ``Sddf.Net``, ``Sddf.Blk`` and ``Sddf.Timer`` (Serial arrives with its driver)."""
+    """sdfgen's ``Sddf.Net``, ``Sddf.Blk``, ``Sddf.Serial`` and ``Sddf.Timer``."""
 
     Blk = Blk
     Net = Net
+    Serial = Serial
     Timer = Timer
 
 

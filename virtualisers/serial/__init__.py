@@ -1,0 +1,1 @@
+"""The serial virtualisers: virt_tx and virt_rx."""
