@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sddf import atomic
 from sddf.queue.ring import Layout, RingEnd
 
 HEADER_SIZE = 12
@@ -42,6 +43,16 @@ class SerialProducer(_SerialEnd):
             done += n
         self._advance(count)
         return count
+
+    def request_room(self, count: int) -> bool:
+        """Before waiting for room for ``count`` bytes (a batch that must go whole): request a
+        signal, seq_cst fence, re-check. True → the room is there (request cancelled): go on."""
+        self.request_signal()
+        atomic.fence()
+        if self.free_slots() >= count:
+            self.cancel_signal()
+            return True
+        return False
 
 
 class SerialConsumer(_SerialEnd):
