@@ -196,12 +196,13 @@ class Component:
                                   f"({self.pd.channels[ch].peer}) faulted during the call")
         return out_label, out_mrs
 
-    def irq_ack(self, ch: int) -> None:
-        """Re-enable the irq on channel ``ch`` (it stays masked after firing until acked)."""
+    def irq_ack(self, ch: int, writable: bool = False) -> None:
+        """Re-enable the irq on channel ``ch`` (it stays masked after firing until acked); with
+        ``writable`` it fires when the device can take output too (a driver with output pending)."""
         fd = self.__irq_fds.get(ch)
         if fd is None:
             raise GrantError(f"PD {self.name!r} has no irq on channel {ch}")
-        self._waiter.irq_ack(fd)
+        self._waiter.irq_ack(fd, select.EPOLLIN | (select.EPOLLOUT if writable else 0))
 
     def device(self, ch: int) -> int:
         """The host device fd granted as the irq on channel ``ch`` (a TAP, a timerfd, an image file)."""

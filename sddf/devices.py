@@ -3,7 +3,10 @@
 Irq sources: ``timerfd``; ``tap:NAME[,mtu=N][,mac=aa:bb:..][,addr=A.B.C.D/P]`` — a TAP
 interface (IFF_TAP | IFF_NO_PI, non-blocking) in the monitor's network namespace, with the
 link MTU/MAC set and, with ``addr``, the host side's address assigned and the link up;
-``blk:PATH[,access=ro]`` — a disk image file or block device, opened read-write (or read-only).
+``blk:PATH[,access=ro]`` — a disk image file or block device, opened read-write (or read-only);
+``serial:console`` — the terminal ``sddf run`` runs in (raw while it runs; a new pty when stdin is
+no terminal), ``serial:pty`` — a new pty whose path is printed, ``serial:tty=/dev/…`` — a given
+tty device (raw while it runs); see :mod:`sddf.console`.
 """
 from __future__ import annotations
 
@@ -14,8 +17,11 @@ import ipaddress
 import os
 import socket
 import struct
+import termios
 import time
 from typing import Callable
+
+from sddf import console
 
 CLOCK_MONOTONIC = time.CLOCK_MONOTONIC
 TFD_NONBLOCK = os.O_NONBLOCK
@@ -100,7 +106,22 @@ def _blk(source: str, options: dict[str, str]) -> int:
         raise DeviceError(f"irq source {source!r}: cannot open block image {path!r}: {exc.strerror}{hint}") from exc
 
 
-OPENERS = {"timerfd": _timerfd, "tap": _tap, "blk": _blk}
+def _serial(source: str, options: dict[str, str]) -> int:
+    problem = _check_serial(dict(options))
+    if problem:
+        raise DeviceError(f"irq source {source!r}: {problem}")
+    path = options.get("tty")
+    try:
+        if path is not None:
+            return console.open_raw(path)
+        return console.open_console() if options[""] == "console" else console.open_pty()
+    except (OSError, termios.error) as exc:
+        what = f"tty {path!r}" if path is not None else f"the {options['']}"
+        reason = (exc.strerror or exc) if isinstance(exc, OSError) else exc.args[-1]
+        raise DeviceError(f"irq source {source!r}: cannot open {what}: {reason}") from exc
+
+
+OPENERS = {"timerfd": _timerfd, "tap": _tap, "blk": _blk, "serial": _serial}
 
 
 def parse_source(source: str) -> tuple[str, dict[str, str]]:
@@ -178,7 +199,16 @@ def _check_blk(options: dict[str, str]) -> str | None:
     return None
 
 
-CHECKERS = {"timerfd": _check_timerfd, "tap": _check_tap, "blk": _check_blk}
+SERIAL_USAGE = "serial:console, serial:pty or serial:tty=/dev/…"
+
+
+def _check_serial(options: dict[str, str]) -> str | None:
+    if options in ({"": "console"}, {"": "pty"}) or (list(options) == ["tty"] and options["tty"]):
+        return None
+    return f"a serial device is {SERIAL_USAGE}"
+
+
+CHECKERS = {"timerfd": _check_timerfd, "tap": _check_tap, "blk": _check_blk, "serial": _check_serial}
 
 
 def check_source(source: str) -> str | None:

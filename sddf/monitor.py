@@ -28,6 +28,7 @@ import msgpack
 
 from sddf.config import ChannelGrant, PdConfig, RegionGrant
 from sddf.control import Reply, Request, Server, default_run_dir
+from sddf.console import release as release_device
 from sddf.devices import open_device
 from sddf.runtime import FAULT_EXIT
 from sddf.shm import Backend, Region
@@ -216,7 +217,9 @@ class Monitor:
             st.proc = subprocess.Popen(
                 [sys.executable, "-m", "sddf.runtime", str(cfg_fd)],
                 pass_fds=st.config.fds() + [cfg_fd], stdin=subprocess.DEVNULL,
-                process_group=0)  # its own group: whatever it starts is killed with it (_collect)
+                # its own session (so its own group: whatever it starts is killed with it, _collect);
+                # outside the monitor's session a driver may read the console terminal (no SIGTTIN)
+                start_new_session=True)
         finally:
             os.close(cfg_fd)
             os.close(fault_write)
@@ -543,6 +546,7 @@ class Monitor:
             self._control.close()
             self._control = None
         for fd in self._fds:
+            release_device(fd)  # a serial device's terminal restored, its pty slave closed
             os.close(fd)
         self._fds.clear()
         for s in self._sockets:
