@@ -1,6 +1,6 @@
 """A serial system on the test bench whose driver and clients are stubs the test plays.
 
-``Sddf.Serial`` wires the real virt_tx and virt_rx; the driver and clients are :class:`Stub`
+``Sddf.Serial`` wires the real virt_tx and virt_rx; the driver and clients are idle
 PDs that do nothing by themselves: the test holds their queue ends (the same shared memory)
 and reads the bench's notify record.
 """
@@ -10,23 +10,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sddf.classes import Sddf
-from sddf.component import Component
 from sddf.config import typed
 from sddf.serial.config import SerialClientConfig, SerialDriverConfig
 from sddf.system import ProtectionDomain, SystemDescription
 from sddf.testing import Bench
 
 DRIVER, VIRT_TX, VIRT_RX = "uart", "serial_virt_tx", "serial_virt_rx"
-STUB = "serial_helpers:Stub"
-
-
-class Stub(Component):
-    """A driver's or client's place: the test plays its queue ends."""
-
-    kind = "test.serial_stub"
-
-    def notified(self, ch: int) -> None:
-        pass
+STUB = "components.idle:Idle"  # a driver's or client's place: the test plays its queue ends
 
 
 @dataclass

@@ -17,24 +17,16 @@ from sddf.blk.config import BlkVirtConfig
 from sddf.blk.queue import (BLK_TRANSFER_SIZE, BlkReqCode, BlkRespStatus, ReqProducer, RespConsumer,
                             read_storage_info)
 from sddf.classes import Sddf
-from sddf.component import Component
 from sddf.config import typed
 from sddf.testing import Bench
 from sddf.system import ProtectionDomain, SystemDescription
+
+IDLE = "components.idle:Idle"  # the places the test plays
 
 BLOCKS = 64
 DRIVER = "blk_driver"
 OK, INVALID, IO = BlkRespStatus.OK, BlkRespStatus.ERR_INVALID_PARAM, BlkRespStatus.ERR_IO
 READ, WRITE, FLUSH, BARRIER = BlkReqCode.READ, BlkReqCode.WRITE, BlkReqCode.FLUSH, BlkReqCode.BARRIER
-
-
-class Quiet(Component):
-    """The virtualiser's and the client's places: the test plays them."""
-
-    kind = "test.quiet"
-
-    def notified(self, ch: int) -> None:
-        pass
 
 
 @dataclass
@@ -90,8 +82,8 @@ def _rig(tmp_path, read_only: bool = False, io_threads: int = 0, blocks: int = B
     _image(image, blocks)
     sdf = SystemDescription("blk_driver_test")
     driver = sdf.add_pd(ProtectionDomain(DRIVER, "sddf.drivers.blk.file:FileBlkDriver", priority=200))
-    virt = sdf.add_pd(ProtectionDomain("virt", "test_blk_driver:Quiet", priority=150))
-    client = sdf.add_pd(ProtectionDomain("client", "test_blk_driver:Quiet", priority=100))
+    virt = sdf.add_pd(ProtectionDomain("virt", IDLE, priority=150))
+    client = sdf.add_pd(ProtectionDomain("client", IDLE, priority=100))
     blk = Sddf.Blk(sdf, driver, virt, image, read_only=read_only, io_threads=io_threads, delay_us=delay_us)
     blk.add_client(client, data_size=16 * BLK_TRANSFER_SIZE)
     blk.connect()

@@ -25,7 +25,6 @@ from sddf.apps.fs.blockcache import SECTOR, SECTORS_PER_BLOCK, BlockCache, Trans
 from sddf.blk.image import PartitionSpec, build
 from sddf.blk.queue import BLK_TRANSFER_SIZE, BlkReqCode
 from sddf.classes import LionsOs, Sddf
-from sddf.component import Component
 from sddf.config import typed
 from sddf.fs.client import FsClient, FsClientCore, FsError
 from sddf.fs.config import FsConnection
@@ -44,22 +43,16 @@ RW_CREATE = FsOpenFlags.READ_WRITE | FsOpenFlags.CREATE
 OK = FsStatus.SUCCESS
 
 
-class IdleFsClient(Component):
-    """The fs client's place: the test drives its queues."""
-
-    kind = "test.idle"
-
-    def notified(self, ch: int) -> None:
-        pass
-
-
 def make_image(path: Path, fat: bool = True) -> int:
     """An MBR disk: a raw partition 0 and a FAT (or raw) partition 1; partition 1's byte offset."""
     parts = build(str(path), DISK, "mbr", [PartitionSpec(RAW_PART), PartitionSpec(FAT_PART, fat=fat)])
     return parts[1].start
 
 
-def fs_system(image: Path, client: str = "test_fs_server:IdleFsClient", read_only: bool = False,
+IDLE = "components.idle:Idle"  # the fs client's place: the test drives its queues
+
+
+def fs_system(image: Path, client: str = IDLE, read_only: bool = False,
               **fat_config: object) -> SystemDescription:
     sdf = SystemDescription("fs_test")
     driver = sdf.add_pd(ProtectionDomain("blk_driver", "sddf.drivers.blk.file:FileBlkDriver", priority=200))
@@ -513,6 +506,7 @@ def test_a_partition_without_fat_is_refused_not_formatted(tmp_path: Path, capfd:
 SYSTEM_FILE = """
 from sddf.classes import LionsOs, Sddf
 from sddf.system import ProtectionDomain, SystemDescription
+
 
 def system():
     sdf = SystemDescription("fs_e2e")

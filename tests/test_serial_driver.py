@@ -16,23 +16,15 @@ from typing import Callable, Iterator
 import pytest
 
 from sddf.classes import Sddf
-from sddf.component import Component
 from sddf.serial.queue import SerialConsumer, SerialProducer
 from sddf.system import ProtectionDomain, SystemDescription
 from sddf.testing import Bench, Notify
 
+IDLE = "components.idle:Idle"  # the places the test plays
+
 DRIVER = "uart"
 CAPACITY = 0x1000  # small queues: a full one is easy to reach
 SETTLE_S = 5.0
-
-
-class Quiet(Component):
-    """virt_tx's and virt_rx's places: the test plays them."""
-
-    kind = "test.quiet"
-
-    def notified(self, ch: int) -> None:
-        pass
 
 
 @dataclass
@@ -84,8 +76,8 @@ def rig() -> Iterator[Rig]:
     os.set_blocking(master, False)
     sdf = SystemDescription("serial_driver_test")
     driver = sdf.add_pd(ProtectionDomain(DRIVER, "sddf.drivers.serial.pty:PtySerialDriver", priority=200))
-    virt_tx = sdf.add_pd(ProtectionDomain("virt_tx", "test_serial_driver:Quiet", priority=150))
-    virt_rx = sdf.add_pd(ProtectionDomain("virt_rx", "test_serial_driver:Quiet", priority=150))
+    virt_tx = sdf.add_pd(ProtectionDomain("virt_tx", IDLE, priority=150))
+    virt_rx = sdf.add_pd(ProtectionDomain("virt_rx", IDLE, priority=150))
     serial = Sddf.Serial(sdf, driver, virt_tx, virt_rx, device=f"serial:tty={os.ttyname(slave)}",
                          data_size=CAPACITY)
     serial.connect()
