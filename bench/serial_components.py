@@ -1,0 +1,42 @@
+"""The serial benchmark's load: a client that writes a fixed number of bytes as fast as virt_tx takes them.
+
+:class:`Flood` writes ``total`` bytes of ``x`` then :data:`END` through its serial queue, keeping
+at most :data:`WINDOW` bytes in its backlog (topped up each time virt_tx makes room).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sddf.serial.client import SerialClient
+from sddf.serial.config import SerialClientConfig
+
+END = b"\r\nFLOOD-END\r\n"
+WINDOW = 256 * 1024
+CHUNK = 64 * 1024
+
+
+@dataclass
+class FloodConfig:
+    serial: SerialClientConfig
+    total: int = 8 * 1024 * 1024
+
+
+class Flood(SerialClient):
+    kind = "serial.client"
+    Config = FloodConfig
+
+    def setup(self) -> None:
+        self.left = self.config.total
+        self._top_up()
+
+    def notified(self, ch: int) -> None:
+        self._top_up()
+        super().notified(ch)
+
+    def _top_up(self) -> None:
+        while self.left and len(self.backlog) < WINDOW:
+            n = min(CHUNK, self.left)
+            self.backlog += b"x" * n
+            self.left -= n
+            if not self.left:
+                self.backlog += END
