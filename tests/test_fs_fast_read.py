@@ -12,7 +12,8 @@ from sddf.apps.fs.volume import DIRECT_READ
 from sddf.fs.client import FsError
 from sddf.fs.protocol import Completion, FsBuffer, FsCommand, FsOpenFlags, FsStatus
 from sddf.testing import Bench
-from test_fs_server import RAW_PART, RW_CREATE, Rig, fs_system, image, rig  # noqa: F401 - fixtures
+from test_fs_server import (RW_CREATE, Rig, fs_system, image, open_file_then_cut_the_disk,  # noqa: F401
+                            rig)  # (image, rig: fixtures)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -95,12 +96,7 @@ def test_a_read_that_fails_mid_run_answers_error_and_the_file_stays_open(image: 
         bench.start()
         bench.run()
         rig = Rig(bench)
-        rig.fs.initialise()
-        data = os.urandom(2 << 20)
-        rig.fs.write_file("/big.bin", data)
-        fd = rig.fs.open("/big.bin")
-        full = image.stat().st_size
-        os.truncate(image, RAW_PART + (1 << 20) + (2 << 20))  # the disk ends inside the file
+        fd, data, full = open_file_then_cut_the_disk(rig, image)
         with pytest.raises(FsError, match="ERROR"):
             rig.fs.read(fd, 0, len(data))  # the driver answers ERR_IO for the blocks past its end
         os.truncate(image, full)  # zeros past the cut now

@@ -409,18 +409,25 @@ def test_a_server_restarted_in_one_process_leaves_fatfs_memory_sound(image: Path
     assert run.returncode == 0 and "clean" in run.stdout, run.stdout + run.stderr
 
 
+def open_file_then_cut_the_disk(rig: "Rig", image: Path) -> tuple[int, bytes, int]:
+    """Mount, write a 2 MiB /big.bin, open it, and shrink the image so the disk ends inside the
+    file (the driver answers ERR_IO past the end): (its fd, its bytes, the image's full size)."""
+    rig.fs.initialise()
+    data = os.urandom(2 << 20)
+    rig.fs.write_file("/big.bin", data)
+    fd = rig.fs.open("/big.bin")
+    full = image.stat().st_size
+    os.truncate(image, RAW_PART + (1 << 20) + (2 << 20))
+    return fd, data, full
+
+
 # ---- the block path failing, a partition that is not FAT --------------------------------
 def test_a_failing_block_device_answers_error_and_the_server_recovers(image: Path) -> None:
     with Bench(fs_system(image, cache_blocks=16, read_ahead_blocks=0)) as bench:
         bench.start()
         bench.run()
         rig = Rig(bench)
-        rig.fs.initialise()
-        payload = os.urandom(2 << 20)
-        rig.fs.write_file("/big.bin", payload)
-        fd = rig.fs.open("/big.bin")
-        full = image.stat().st_size
-        os.truncate(image, RAW_PART + (1 << 20) + (2 << 20))  # the disk shrinks under the partition
+        fd, payload, full = open_file_then_cut_the_disk(rig, image)
         with pytest.raises(FsError, match="ERROR"):
             rig.fs.read(fd, 0, len(payload))  # blocks past the end: the driver answers ERR_IO
         with pytest.raises(FsError, match="ERROR"):

@@ -25,7 +25,7 @@ class TapDriver(Component):
 
     def init(self) -> None:
         cfg = self.config
-        self.tap = self.pd.irqs[cfg.irq]
+        self.tap = self.device(cfg.irq)
         self.rx_space = BufferSpace([(cfg.rx_data.io_addr, self.regions[cfg.rx_data.map])])
         self.tx_space = BufferSpace([(d.io_addr, self.regions[d.map]) for d in cfg.tx_data])
         self.rx_free, self.rx_active = producing_side("rx", *cfg.rx.views(self.regions),

@@ -46,7 +46,7 @@ class TimerDriver(Component):
     Config = TimerDriverConfig
 
     def init(self) -> None:
-        self._fd = self.pd.irqs[self.config.irq]
+        self._fd = self.device(self.config.irq)
         self._word = {ch: i for i, ch in enumerate(self.config.clients)}  # client channel -> its word
         self.ledger.require(len(self._word), "one per client")
         deadlines = self.ledger.words
