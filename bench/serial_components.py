@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sddf.serial.client import SerialClient
-from sddf.serial.config import SerialClientConfig
 
 END = b"\r\nFLOOD-END\r\n"
 WINDOW = 256 * 1024
@@ -17,7 +16,6 @@ CHUNK = 64 * 1024
 
 @dataclass
 class FloodConfig:
-    serial: SerialClientConfig
     total: int = 8 * 1024 * 1024
 
 
@@ -29,14 +27,12 @@ class Flood(SerialClient):
         self.left = self.config.total
         self._top_up()
 
-    def notified(self, ch: int) -> None:
+    def console_room(self) -> None:
         self._top_up()
-        super().notified(ch)
 
     def _top_up(self) -> None:
-        while self.left and len(self.backlog) < WINDOW:
+        assert self.console is not None
+        while self.left and len(self.console.backlog) < WINDOW:
             n = min(CHUNK, self.left)
-            self.backlog += b"x" * n
             self.left -= n
-            if not self.left:
-                self.backlog += END
+            self.write(b"x" * n + (b"" if self.left else END))

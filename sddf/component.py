@@ -28,6 +28,8 @@ from sddf.ledger import Ledger, ledger_size
 from sddf.shm import Region
 from sddf.channel import ChannelEnd, ChannelEndFds, Waiter, check_sent
 from sddf.ppc import Callee, Caller, MalformedCall, PPC_CALLEE_FAULTED, PPC_MALFORMED
+from sddf.serial.config import SerialClientConfig
+from sddf.serial.output import SerialOutput
 from sddf.stats import HEARTBEAT_OFFSET, PUBLISH_SIGNAL, STATS_SIZE, StatsWriter
 
 FAULT_MESSAGE_MAX = 64 * 1024  # a child fault report from the monitor: child id and reason
@@ -74,7 +76,10 @@ class Component:
     def __init__(self, pd: PdConfig) -> None:
         self.name = pd.name
         self.pd = pd
-        self.config: Any = typed(self.Config, pd.app, f"PD {pd.name!r}") if self.Config else None
+        self.config: Any
+        #: its serial grant (``Sddf.Serial.add_client``): a console its :meth:`log` lines go to
+        self.serial: SerialClientConfig | None
+        self.config, self.serial = self.typed_config(pd.app, f"PD {pd.name!r}")
         self.regions = Regions(pd.name, {
             name: Region.from_fd(name, g.fd, g.size, g.writable) for name, g in pd.regions.items()})
         self.__channels: dict[int, ChannelEnd] = {}
@@ -87,6 +92,8 @@ class Component:
         self._notifies_sent = 0  # immediate notifies (the loop tells productive wake-ups by them)
         #: counters the monitor can read while the PD runs (``sddf counters``)
         self.counters: Counter[str] = Counter()
+        self.console = (SerialOutput(self.serial.tx.producer(f"{pd.name}:serial_tx", self.regions), self.counters)
+                        if self.serial is not None else None)
         self.__stats_page = Region.from_fd("stats", pd.stats_fd, STATS_SIZE, True) if pd.stats_fd >= 0 else None
         self.__stats = StatsWriter(self.__stats_page.view) if self.__stats_page else None
         ledger_page = Region.from_fd("ledger", pd.ledger_fd, ledger_size(pd.ledger_words), True) if pd.ledger_fd >= 0 else None
@@ -123,6 +130,17 @@ class Component:
             faults = socket.socket(fileno=pd.child_faults_fd)
             self._waiter.add_callback(pd.child_faults_fd, lambda: self.__child_fault(faults))
 
+    @classmethod
+    def typed_config(cls, app: dict[str, Any], owner: str) -> tuple[Any, SerialClientConfig | None]:
+        """The PD's config as its ``Config`` (None without one) and its serial grant (the config's
+        ``serial`` entry, which any component may have); a ConfigError names ``owner`` and the field."""
+        serial = None
+        if isinstance(app, dict) and "serial" in app:
+            app = dict(app)
+            serial = app.pop("serial")
+        return (typed(cls.Config, app, owner) if cls.Config else None,
+                typed(SerialClientConfig, serial, f"{owner}.serial") if serial is not None else None)
+
     # ---- entry points (override) --------------------------------------------------------
     def init(self) -> None:
         """Called once when the PD starts (and again after each restart)."""
@@ -142,11 +160,27 @@ class Component:
         False to leave it stopped (the rest of the system runs on)."""
         return False
 
+    def console_room(self) -> None:
+        """virt_tx made room on the console's queue and what :meth:`console_write` held has moved
+        on (override to write more, as a flood does)."""
+
     # ---- services -----------------------------------------------------------------------
     def log(self, message: str) -> None:
-        """Print ``"<pd>: message"`` on stdout as one write, so lines from PDs sharing the
-        console never interleave (print() issues two writes when Python runs unbuffered)."""
-        os.write(1, f"{self.name}: {message}\n".encode())
+        """Print ``"<pd>: message"`` as one line: on the PD's serial console when it has one (as a
+        LionsOS client's printf), else on the monitor's stdout in one write, so lines from PDs
+        never interleave (print() issues two writes when Python runs unbuffered)."""
+        if self.console is None:
+            os.write(1, f"{self.name}: {message}\n".encode())
+        else:
+            self.console_write(f"{self.name}: {message}\r\n")
+
+    def console_write(self, data: bytes | str) -> None:
+        """Write ``data`` on the PD's serial console: onto its queue (virt_tx notified when the
+        handler returns), the rest held until virt_tx makes room (see :mod:`sddf.serial.output`)."""
+        if self.console is None or self.serial is None:
+            raise GrantError(f"PD {self.name!r} has no serial console (Sddf.Serial.add_client grants one)")
+        if self.console.write(data.encode() if isinstance(data, str) else data):
+            self.deferred_notify(self.serial.tx.channel)
 
     def refuse(self, counter: str, message: object) -> None:
         """Count something refused from a peer; print it the first time only, so a misbehaving
@@ -240,7 +274,7 @@ class Component:
         # the hot loop: bound methods in locals, and no call to publish unchanged counters
         # (dict.__eq__, not Counter.__eq__, which costs a Python frame); the heartbeat is odd
         # while handlers run (the monitor's watchdog reads it)
-        wait, notified = self._waiter.wait, self.notified
+        wait, notified = self._waiter.wait, self.__handler()
         publish, published, unchanged = self.__publish_stats, self.__published, dict.__eq__
         ledger, counters, finish = self.ledger, self.counters, self.__finish
         while True:
@@ -275,11 +309,30 @@ class Component:
         """Handle the channels pending now, without sleeping, as the loop would; return them
         (how ``sddf.testing`` steps a component in-process)."""
         handled = self._waiter.wait(0)
+        notified = self.__handler()
         for ch in handled:
             progress = self.ledger.commits + self._notifies_sent
-            self.notified(ch)
+            notified(ch)
             self.__finish(ch, progress)
         return handled
+
+    def __handler(self) -> Callable[[int], None]:
+        """What the loop calls for a notified channel: ``notified``, except that a signal on the
+        console's tx channel (virt_tx made room, as asked) sends what the console held first."""
+        notified = self.notified
+        if self.serial is None:
+            return notified
+        console, channel, room = self.console, self.serial.tx.channel, self.console_room
+
+        def handle(ch: int) -> None:
+            if ch != channel:
+                notified(ch)
+                return
+            assert console is not None
+            if console.flush():
+                self.deferred_notify(channel)
+            room()
+        return handle
 
     def __signalled(self, wake_r: int) -> None:
         """A signal with a Python handler arrived: SIGTERM ends the loop, PUBLISH_SIGNAL (the

@@ -11,13 +11,18 @@ open (so the driver never reads EIO while nobody is attached) and prints where t
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import selectors
+import socket
 import subprocess
 import sys
 import termios
+import threading
 from functools import partial
 from typing import Any, Callable
 
+RELAY_CHUNK = 0x10000  # bytes the stdio relay moves at a time
 GUARDIAN_EXIT_S = 5.0  # a released guardian restores and exits at once; never wait longer than this
 POSIX_VDISABLE = b"\0"  # a control character set to this does nothing (Linux)
 #: what the guardian runs: argv = tty fd, pipe read end, the saved termios (repr); it says it is
@@ -139,13 +144,81 @@ def open_pty() -> int:
 
 
 def open_console() -> int:
-    """The terminal ``sddf run`` runs in (its stdin) in :func:`console_mode`; a new pty if stdin is
-    not a terminal, or not one this process owns the foreground of (said on stderr)."""
+    """The terminal ``sddf run`` runs in (its stdin) in :func:`console_mode`; when stdin is not a
+    terminal this process owns the foreground of, its stdout and stdin (:func:`open_stdio`)."""
     if not os.isatty(0) or os.tcgetpgrp(0) != os.getpgrp():
-        print("sddf: stdin is not a terminal in the foreground: the serial console is a new pty instead",
-              file=sys.stderr, flush=True)
-        return open_pty()
+        return open_stdio()
     return open_raw(os.ttyname(0), console_mode)
+
+
+def open_stdio(read_input: bool = True) -> int:
+    """A serial device relayed to this process's stdout and, with ``read_input``, from its stdin
+    (never a terminal's, which a background job must not read): one end of a socket pair for the
+    driver; a :class:`StdioRelay` thread copies the other. So ``sddf run SYSTEM > log`` keeps the
+    console's output, and ``… < keys`` types into it; a blocked stdout holds the driver back
+    (nothing is lost)."""
+    device, relay_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    device.setblocking(False)
+    relay = StdioRelay(relay_end, read_input=read_input and not os.isatty(0))
+    relay.start()
+    fd = device.detach()
+    _HELD[fd] = partial(relay.finish, fd)
+    return fd
+
+
+class StdioRelay(threading.Thread):
+    """Copies the console's output from ``sock`` to fd 1 and, with ``read_input``, fd 0 to ``sock``,
+    until the device's side shuts down its output (:meth:`finish`) and all of it is written."""
+
+    def __init__(self, sock: socket.socket, read_input: bool) -> None:
+        super().__init__(name="serial-stdio", daemon=True)
+        self.sock = sock
+        self.read_input = read_input
+
+    def run(self) -> None:
+        with self.sock, selectors.DefaultSelector() as selector:
+            selector.register(self.sock, selectors.EVENT_READ)
+            if self.read_input:
+                selector.register(0, selectors.EVENT_READ)
+            stdout_open = True
+            while True:
+                for key, _ in selector.select():
+                    if key.fileobj is not self.sock:
+                        if not self._pass_input():
+                            selector.unregister(0)  # input is over; output goes on
+                        continue
+                    data = self.sock.recv(RELAY_CHUNK)
+                    if not data:
+                        return
+                    if stdout_open:
+                        stdout_open = _write_all(1, data)
+
+    def _pass_input(self) -> bool:
+        """Pass what stdin has to the device; False once stdin or the device is done with input."""
+        try:
+            data = os.read(0, RELAY_CHUNK)
+            self.sock.sendall(data)
+        except OSError:
+            return False
+        return bool(data)
+
+    def finish(self, device: int) -> None:
+        """The device ``device`` is done (its driver stopped): close it both ways, let the relay
+        write the output left, and wait for it (at most ``GUARDIAN_EXIT_S``)."""
+        with contextlib.suppress(OSError), socket.socket(fileno=os.dup(device)) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+        self.join(GUARDIAN_EXIT_S)
+
+
+def _write_all(fd: int, data: bytes) -> bool:
+    """Write all of ``data`` to ``fd`` (blocking); False if ``fd`` is gone (its reader left)."""
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError:
+        return False
+    return True
 
 
 def release(fd: int) -> None:

@@ -4,8 +4,9 @@ Irq sources: ``timerfd``; ``tap:NAME[,mtu=N][,mac=aa:bb:..][,addr=A.B.C.D/P]`` �
 interface (IFF_TAP | IFF_NO_PI, non-blocking) in the monitor's network namespace, with the
 link MTU/MAC set and, with ``addr``, the host side's address assigned and the link up;
 ``blk:PATH[,access=ro]`` — a disk image file or block device, opened read-write (or read-only);
-``serial:console`` — the terminal ``sddf run`` runs in (raw while it runs; a new pty when stdin is
-no terminal), ``serial:pty`` — a new pty whose path is printed, ``serial:tty=/dev/…`` — a given
+``serial:console`` — the terminal ``sddf run`` runs in (raw while it runs; its stdout and stdin
+when stdin is no terminal), ``serial:stdout`` — output only, to the monitor's stdout (the
+terminal left as it is), ``serial:pty`` — a new pty whose path is printed, ``serial:tty=/dev/…`` — a given
 tty device (raw while it runs); see :mod:`sddf.console`.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ import socket
 import struct
 import termios
 import time
+from functools import partial
 from typing import Callable
 
 from sddf import console
@@ -114,7 +116,7 @@ def _serial(source: str, options: dict[str, str]) -> int:
     try:
         if path is not None:
             return console.open_raw(path)
-        return console.open_console() if options[""] == "console" else console.open_pty()
+        return SERIAL_OPENERS[options[""]]()
     except (OSError, termios.error) as exc:
         what = f"tty {path!r}" if path is not None else f"the {options['']}"
         reason = (exc.strerror or exc) if isinstance(exc, OSError) else exc.args[-1]
@@ -199,11 +201,13 @@ def _check_blk(options: dict[str, str]) -> str | None:
     return None
 
 
-SERIAL_USAGE = "serial:console, serial:pty or serial:tty=/dev/…"
+SERIAL_USAGE = "serial:console, serial:stdout, serial:pty or serial:tty=/dev/…"
+SERIAL_OPENERS = {"console": console.open_console, "stdout": partial(console.open_stdio, read_input=False),
+                  "pty": console.open_pty}
 
 
 def _check_serial(options: dict[str, str]) -> str | None:
-    if options in ({"": "console"}, {"": "pty"}) or (list(options) == ["tty"] and options["tty"]):
+    if (list(options) == [""] and options[""] in SERIAL_OPENERS) or (list(options) == ["tty"] and options["tty"]):
         return None
     return f"a serial device is {SERIAL_USAGE}"
 

@@ -26,6 +26,7 @@ from typing import Callable
 
 import msgpack
 
+from sddf import atomic
 from sddf.config import ChannelGrant, PdConfig, RegionGrant
 from sddf.control import Reply, Request, Server, default_run_dir
 from sddf.console import release as release_device
@@ -35,10 +36,14 @@ from sddf.shm import Backend, Region
 from sddf.channel import channel_pair
 from sddf.ppc import CallPath
 from sddf.ledger import ledger_size
+from sddf.occupancy import occupancy
 from sddf.stats import PUBLISH_SIGNAL, STATS_SIZE, heartbeat, read_stats, sequence
-from sddf.system import Channel, ProtectionDomain, SystemDescription
+from sddf.system import Channel, ProtectionDomain, SystemDescription, load_program
 
 STOP_GRACE_S = 1.0
+CONSOLE_KINDS = ("serial.driver", "serial.virt_tx")
+CONSOLE_DRAIN_S = 1.0  # at stop, how long the serial path may take to print what is queued
+CONSOLE_DRAIN_POLL_S = 0.01
 PARENT_ANSWER_S = 2.0
 RESTART_BACKOFF_S = 0.1
 MAX_BACKOFF_S = 10.0
@@ -123,6 +128,9 @@ class Monitor:
         the control socket goes in ``run_dir`` (default: :func:`sddf.control.default_run_dir`);
         ``shm`` is the backend of the system's memory regions."""
         sdf.check()
+        #: the serial path (drivers, virt_tx): stopped last, once the others' output is printed (a
+        #: swap keeps a PD's kind)
+        self._console_pds = {pd.name for pd in sdf.pds if load_program(pd.program).kind in CONSOLE_KINDS}
         self.sdf = sdf
         self.log = log or log_to_stderr
         self._open_device = devices
@@ -529,16 +537,33 @@ class Monitor:
             return
         self._stopping = True
         live = [st for st in self.pds.values() if st.proc is not None and st.pidfd >= 0]
-        for st in live:
+        console = [st for st in live if st.pd.name in self._console_pds]
+        self._terminate_all([st for st in live if st not in console])
+        if console:
+            self._drain_consoles()
+            self._terminate_all(console)
+
+    def _terminate_all(self, states: list[PdState]) -> None:
+        """Stop these PDs together: SIGTERM, then SIGKILL whatever is left after a grace period."""
+        for st in states:
             st.expected_exit = True
             st.proc.terminate()
         deadline = time.monotonic() + STOP_GRACE_S
-        for st in live:
+        for st in states:
             try:
                 st.proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 st.proc.kill()
             self._reap(st)
+
+    def _drain_consoles(self) -> None:
+        """Let the serial path (still running) print what the stopped PDs wrote: wait until every
+        serial queue is empty, at most ``CONSOLE_DRAIN_S``."""
+        queues = [(atomic.pointer(self.regions[q.region].view), q.offset) for q in self.sdf.queues
+                  if q.kind == "serial"]
+        deadline = time.monotonic() + CONSOLE_DRAIN_S
+        while any(occupancy(ptr, offset, "serial") for ptr, offset in queues) and time.monotonic() < deadline:
+            time.sleep(CONSOLE_DRAIN_POLL_S)
 
     def close(self) -> None:
         """Release every fd, region and the control socket (after :meth:`stop`)."""

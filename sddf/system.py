@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal
 from xml.etree import ElementTree as ET
 
-from sddf.config import ConfigError, PdConfig, typed
+from sddf.config import ConfigError, PdConfig
 from sddf.devices import check_source
 from sddf.sandbox import ALLOWABLE
 from sddf.shm import PAGE_SIZE, round_to_pages
@@ -458,16 +458,14 @@ def _io_overlaps(regions: list[MemoryRegion]) -> list[str]:
 # ---- configs: as the PD will receive them, against its program's Config ------------------------
 def _check_config(config: dict[str, Any], program: type) -> list[str]:
     """What is wrong with ``config`` for ``program``: a part msgpack cannot send, or (sent) a field
-    its ``Config`` does not have, lacks, or has of another type (without a Config, it reads
-    ``self.pd.app`` as it likes)."""
+    its ``Config`` or its serial grant does not have, lacks, or has of another type (without a
+    Config, it reads ``self.pd.app`` as it likes)."""
     try:
         sent = _as_sent(config)
     except SEND_ERRORS:
         return [_unsendable(config, "config")]
-    if program.Config is None:
-        return []
     try:
-        typed(program.Config, sent, "config")
+        program.typed_config(sent, "config")
     except (ConfigError, ValueError) as exc:
         return [str(exc)]
     return []

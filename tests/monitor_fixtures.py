@@ -30,6 +30,7 @@ from sddf import control
 
 DEADLINE_S = 15.0  # for lines that must come: generous, the machine is shared
 TICK = re.compile(r"^\w+: tick \d+$")
+SGR = re.compile(r"\x1b\[[0-9;]*m")  # a serial console's colours (virt_tx), dropped as a reader sees past them
 STOP_WAIT_S = 3.0  # at teardown, for a monitor to obey SIGTERM before it is killed
 
 SYSTEM_TEMPLATE = '''\
@@ -81,7 +82,8 @@ def system_pids(run_dir: Path) -> list[int]:
 
 class SystemRun:
     """``sddf run SYSTEM [OPTIONS]`` as a subprocess, its merged output collected line by line with
-    arrival times. ``system`` is a system file or the name of a bundled system."""
+    arrival times (a serial console's colours left out). ``system`` is a system file or the name
+    of a bundled system."""
 
     def __init__(self, system: Path | str, name: str, run_dir: Path, options: Iterable[str] = ()) -> None:
         self.name = name
@@ -99,7 +101,7 @@ class SystemRun:
         assert self.proc.stdout is not None
         for text in self.proc.stdout:
             with self._changed:
-                self.lines.append(Line(len(self.lines), time.monotonic(), text.rstrip("\n")))
+                self.lines.append(Line(len(self.lines), time.monotonic(), SGR.sub("", text).rstrip("\n")))
                 self._changed.notify_all()
         with self._changed:
             self._done = True

@@ -64,14 +64,19 @@ def client_name(i: int) -> str:
     return f"client{i}"
 
 
-def serial_system(clients: int = 3, *, rx: bool = True, color: bool = True, data_size: int = 0x1000) -> SystemDescription:
+def serial_system(clients: int = 3, *, rx: bool = True, color: bool = True, data_size: int = 0x1000,
+                  client: str = STUB, client_config: dict[str, Any] | None = None) -> SystemDescription:
+    """Real virt_tx (and virt_rx with ``rx``) between a stub driver and ``clients`` PDs running
+    ``client`` (stubs by default) with ``client_config``."""
     sdf = SystemDescription()
     driver = sdf.add_pd(ProtectionDomain(DRIVER, STUB, priority=200))
     virt_tx = sdf.add_pd(ProtectionDomain(VIRT_TX, "sddf.virtualisers.serial.tx:SerialVirtTx", priority=150))
     virt_rx = sdf.add_pd(ProtectionDomain(VIRT_RX, "sddf.virtualisers.serial.rx:SerialVirtRx", priority=150)) if rx else None
     serial = Sddf.Serial(sdf, driver, virt_tx, virt_rx, enable_color=color, device="timerfd", data_size=data_size)
     for i in range(clients):
-        serial.add_client(sdf.add_pd(ProtectionDomain(client_name(i), STUB, priority=100)))
+        pd = sdf.add_pd(ProtectionDomain(client_name(i), client, priority=100))
+        pd.config.update(client_config or {})
+        serial.add_client(pd)
     serial.connect()
     return sdf
 

@@ -185,3 +185,25 @@ def test_the_driver_sleeps_when_idle(rig: Rig) -> None:
     rig.read_master(6)
     rig.bench.run()
     assert rig.bench.step() == 0  # no irq fires for a writable device with nothing to write
+
+
+def test_a_restarted_driver_writes_what_its_predecessor_copied_but_had_not_written(rig: Rig) -> None:
+    """Fill the pty until the driver holds output it cannot write, kill it, restart it: every byte
+    still arrives, once, in order (it releases from the queue only what the device took)."""
+    data, sent = pattern(64 * 1024), 0
+    virt_tx = rig.bench.component("virt_tx")
+    while sent < len(data) and not rig.bench.counters(DRIVER)["tx_device_full"]:
+        sent += rig.tx.enqueue(data[sent:sent + CAPACITY])
+        virt_tx.notify(rig.tx_channel)
+        rig.bench.run()
+    assert rig.bench.counters(DRIVER)["tx_device_full"], "the pty never filled: the test proves nothing"
+    assert rig.bench.component(DRIVER).pending  # copied, not written
+    rig.bench.kill(DRIVER)
+    rig.bench.restart(DRIVER)
+    received = bytearray()
+    while len(received) < len(data):
+        if sent < len(data):
+            sent += rig.tx.enqueue(data[sent:sent + CAPACITY])
+            virt_tx.notify(rig.tx_channel)
+        received += rig.read_master(min(1000, sent - len(received)))
+    assert bytes(received) == data

@@ -261,3 +261,13 @@ def test_restarted_virt_tx_re_examines_its_queues_without_a_second_banner(rig: S
     assert b"is client" not in out and b"Begin input" not in out
     # re-derived: client2's batch fits at once, client1's still waits for the driver's room
     assert out == RED + b"a" * 4000 + END + YELLOW + b"lost notify" + END + GREEN + b"w" * 100 + END
+
+
+def test_restarted_virt_rx_goes_on_with_the_current_client(rig: SerialRig) -> None:
+    rig.type(b"\x1c2\r")
+    rig.bench.kill(VIRT_RX)
+    rig.bench.restart(VIRT_RX)
+    rig.bench.run()
+    rig.type(b"still two")
+    assert rig.received(2) == b"still two"
+    assert rig.received(0) == b""

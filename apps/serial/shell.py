@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from sddf.serial.client import SerialClient
-from sddf.serial.config import SerialClientConfig
 from sddf.timer.client import time_now
 
 NS_PER_S = 1_000_000_000
@@ -22,7 +21,6 @@ ENTER = (0x0D, 0x0A)
 
 @dataclass
 class ShellConfig:
-    serial: SerialClientConfig
     timer: int | None = None
     prompt: str = "$ "
     clients: list[str] = field(default_factory=list)  # every client on the console, in switching order

@@ -7,7 +7,8 @@ blk_driver serves the image → blk_virt gives each client its partition → blk
 flushes and reads back patterns on partition 0; the fat server PD makes partition 1 (FAT) a
 LionsOS file system for fs_client, which runs a short script: it makes a directory, writes
 files, lists them, and reads back a file put there on the host (``sddf blk put``) if there is
-one. Afterwards ``sddf blk ls disk.img:1 /`` shows the files on the host.
+one. Afterwards ``sddf blk ls disk.img:1 /`` shows the files on the host. The two clients' log
+lines go through the serial console (uart ← serial_virt_tx), on ``sddf run``'s stdout.
 """
 from __future__ import annotations
 
@@ -42,6 +43,12 @@ def system(image: str | None = None, actions: list[list[str]] | None = None,
     verify = sdf.add_pd(ProtectionDomain("blk_verify", "sddf.apps.blk.verify:BlkVerifier", priority=100))
     fat = sdf.add_pd(ProtectionDomain("fat", "sddf.apps.fs.fat:FatServer", priority=120))
     fs_client = sdf.add_pd(ProtectionDomain("fs_client", "sddf.apps.fs.client:FsClientPd", priority=100))
+    uart = sdf.add_pd(ProtectionDomain("uart", "sddf.drivers.serial.pty:PtySerialDriver", priority=100))
+    serial_virt_tx = sdf.add_pd(ProtectionDomain("serial_virt_tx", "sddf.virtualisers.serial.tx:SerialVirtTx",
+                                                 priority=99))
+    serial = Sddf.Serial(sdf, uart, serial_virt_tx)
+    serial.add_client(verify)
+    serial.add_client(fs_client)
     blk = Sddf.Blk(sdf, driver, virt, image)
     blk.add_client(verify, partition=0)
     verify.config.update(rounds=verify_rounds)
@@ -49,4 +56,5 @@ def system(image: str | None = None, actions: list[list[str]] | None = None,
     fs_client.config.update(actions=DEMO_ACTIONS if actions is None else actions)
     blk.connect()
     fs.connect()
+    serial.connect()
     return sdf

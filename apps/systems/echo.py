@@ -4,7 +4,8 @@ Two echo clients answer ping, UDP echo (1235) and TCP echo (1236): client0 at 10
 shared rx region read-only, client1 at 10.0.0.3 sits behind a copier. The TAP's host side is
 10.0.0.1/24. Any PD that faults (the driver, a virtualiser, a copier, a client) is restarted; the
 rest of the system runs on, and no buffer is lost (each PD's ledger, sddf.ledger). TAP devices need
-CAP_NET_ADMIN: run it with `sddf run echo --netns`.
+CAP_NET_ADMIN: run it with `sddf run echo --netns`. The clients' log lines go through the serial
+console (uart ← serial_virt_tx ← client0, client1), as a LionsOS system's do: on `sddf run`'s stdout.
 """
 from sddf.classes import Sddf
 from sddf.system import ProtectionDomain, SystemDescription
@@ -27,6 +28,8 @@ def system(tap: str = "sddf0") -> SystemDescription:
     virt_tx = pd("net_virt_tx", "sddf.virtualisers.net.tx:NetVirtTx", 109)
     net = Sddf.Net(sdf, driver, virt_tx, virt_rx, tap=tap, irq_number=NIC_IRQ_NUMBER)
     timer = Sddf.Timer(sdf, timer_driver)
+    serial = Sddf.Serial(sdf, pd("uart", "sddf.drivers.serial.pty:PtySerialDriver", 100),
+                         pd("serial_virt_tx", "sddf.virtualisers.serial.tx:SerialVirtTx", 99))
     for name, mac, ip, copied in CLIENTS:
         client = pd(name, "sddf.apps.echo_server:EchoServer", 100)
         if copied:
@@ -35,6 +38,8 @@ def system(tap: str = "sddf0") -> SystemDescription:
         else:
             net.add_client(client, mac, ip)
         timer.add_client(client)
+        serial.add_client(client)
     net.connect()
     timer.connect()
+    serial.connect()
     return sdf

@@ -4,10 +4,12 @@ The monitor opens the device (irq source ``serial:console``, ``serial:pty`` or
 ``serial:tty=/dev/…``, see :mod:`sddf.console`) and hands its non-blocking fd over as the irq:
 it fires when the device is readable and, while output waits for the device, writable.
 
-Transmit: take what virt_tx queued, a bounded chunk at a time, and write it; a partial write or
-EAGAIN keeps the rest pending and arms the irq for writability (no polling), and nothing more is
-taken from the queue meanwhile, so virt_tx feels the back-pressure. Having made room, the driver
-notifies virt_tx only if it asked (``producer_signalled``). Receive: read what the device has
+Transmit: copy what virt_tx queued, a bounded chunk at a time, write it, and only then release
+from the queue what the device took; a partial write or EAGAIN keeps the rest pending (still in
+the queue) and arms the irq for writability (no polling), so virt_tx feels the back-pressure and a
+restarted driver writes again what its predecessor had not (at most one write is repeated, if it
+died between writing and releasing). Having made room, the driver notifies virt_tx only if it asked
+(``producer_signalled``). Receive: read what the device has
 into the rx queue and notify virt_rx (a producer always notifies); what does not fit is dropped
 and counted (``rx_dropped``), as is all input when the system has no virt_rx. A device that hangs
 up is reported once and left alone.
@@ -20,7 +22,7 @@ import os
 from sddf.component import Component
 from sddf.serial.config import SerialDriverConfig
 
-TX_CHUNK = 0x4000      # bytes taken from the tx queue at a time (the most held outside it)
+TX_CHUNK = 0x4000      # bytes copied from the tx queue at a time
 TX_PASS = 0x10000      # bytes written per handler pass before letting other events in
 RX_CHUNK = 0x1000      # bytes read from the device at a time
 RX_PASS = 16           # reads per handler pass
@@ -36,7 +38,7 @@ class PtySerialDriver(Component):
         self.fd = self.device(cfg.device)
         self.tx = cfg.tx.consumer(f"{self.name}:tx", self.regions)
         self.rx = cfg.rx.producer(f"{self.name}:rx", self.regions) if cfg.rx is not None else None
-        self.pending = memoryview(b"")  # taken from the tx queue, not yet written
+        self.pending = memoryview(b"")  # the front of the tx queue, copied, not yet written nor released
         self.hung_up = False
         self.wake_peers(cfg.tx.channel)  # a dead predecessor may have owed virt_tx the signal it asked for
         self.receive()
@@ -66,34 +68,33 @@ class PtySerialDriver(Component):
 
     # ---- transmit -------------------------------------------------------------------------
     def transmit(self) -> None:
-        """Write queued output until the queue is empty, the device is full, or a pass is done."""
-        budget = TX_PASS
-        while budget > 0:
-            if not self.pending and not self._take():
-                return
+        """Write queued output until the queue is empty, the device is full, or a pass is done;
+        release what was written and tell virt_tx of the room if it asked."""
+        budget, released = TX_PASS, 0
+        while budget > 0 and (self.pending or self._peek()):
             try:
                 written = os.write(self.fd, self.pending)
             except BlockingIOError:
                 self.counters["tx_device_full"] += 1
-                return  # the rest waits for the device to be writable
+                break  # the rest waits for the device to be writable
             except OSError as exc:
                 self._hangup(exc)
-                return
+                break
             self.pending = self.pending[written:]
-            self.counters["tx_bytes"] += written
+            self.tx.release(written)
+            released += written
             budget -= written
-        if not self.pending:
-            self._take()  # more may be queued: held pending, it is written when the device is next writable
+        if released:
+            self.counters["tx_bytes"] += released
+            if self.tx.signal_needed():
+                self.notify(self.config.tx.channel)
+        if not self.pending and not self.hung_up:
+            self._peek()  # more may be queued: pending, it is written when the device is next writable
 
-    def _take(self) -> bool:
-        """Take the next chunk of output; tell virt_tx of the room made if it asked. False: none."""
-        chunk = self.tx.dequeue(TX_CHUNK)
-        if not chunk:
-            return False
-        self.pending = memoryview(chunk)
-        if self.tx.signal_needed():
-            self.notify(self.config.tx.channel)
-        return True
+    def _peek(self) -> bool:
+        """Copy the next chunk of output to write. False: none."""
+        self.pending = memoryview(self.tx.peek(TX_CHUNK))
+        return bool(self.pending)
 
     # ---- receive --------------------------------------------------------------------------
     def receive(self) -> None:

@@ -63,11 +63,21 @@ class SerialConsumer(_SerialEnd):
 
     def dequeue(self, max_count: int | None = None) -> bytes:
         """Take up to ``max_count`` bytes (all available if None), releasing them with one store."""
+        out = self.peek(max_count)
+        if out:
+            self._advance(len(out))
+        return out
+
+    def peek(self, max_count: int | None = None) -> bytes:
+        """A copy of up to ``max_count`` bytes from the front (all available if None), left in the
+        queue until :meth:`release` (what a consumer that may die before using them holds)."""
         count = self._refresh()
         if max_count is not None and max_count < count:
             count = max_count
         if count <= 0:
             return b""
-        out = b"".join(bytes(self._data[slot:slot + n]) for slot, n in self._runs(count))
+        return b"".join(bytes(self._data[slot:slot + n]) for slot, n in self._runs(count))
+
+    def release(self, count: int) -> None:
+        """Take the first ``count`` bytes (no more than :meth:`peek` returned), with one store."""
         self._advance(count)
-        return out

@@ -10,14 +10,17 @@ from sddf.system import Channel, Irq, Map, MemoryRegion, ProtectionDomain, Queue
 
 class Serial:
     """A serial driver on ``device`` (an irq source: ``serial:console`` — the terminal ``sddf run``
-    runs in —, ``serial:pty`` — a new pty whose path is printed —, or ``serial:tty=/dev/…``),
-    virt_tx multiplexing its clients' output and, if given, virt_rx switching input between them."""
+    runs in —, ``serial:stdout`` — its stdout, output only —, ``serial:pty`` — a new pty whose path
+    is printed —, or ``serial:tty=/dev/…``; by default the console with virt_rx, stdout without),
+    virt_tx multiplexing its clients' output and, if given, virt_rx switching input between them.
+    A client's :meth:`Component.log` lines go to the console."""
 
     def __init__(self, sdf: SystemDescription, driver: ProtectionDomain, virt_tx: ProtectionDomain,
                  virt_rx: ProtectionDomain | None = None, enable_color: bool = True, begin_str: str = BEGIN_STR,
-                 device: str = "serial:console", data_size: int = DATA_SIZE) -> None:
+                 device: str | None = None, data_size: int = DATA_SIZE) -> None:
         self.sdf, self.driver, self.virt_tx, self.virt_rx = sdf, driver, virt_tx, virt_rx
-        self.enable_color, self.begin_str, self.device, self.data_size = enable_color, begin_str, device, data_size
+        self.enable_color, self.begin_str, self.data_size = enable_color, begin_str, data_size
+        self.device = device or ("serial:console" if virt_rx is not None else "serial:stdout")
         self.clients: list[ProtectionDomain] = []
 
     def add_client(self, client: ProtectionDomain) -> None:
@@ -57,4 +60,5 @@ class Serial:
             virt_tx_out, tx_ports, self.enable_color, self.begin_str if self.virt_rx is not None else None)))
         if self.virt_rx is not None:
             assert virt_rx_in is not None
+            self.virt_rx.ledger_words = 1  # the current client, kept across its restarts
             self.virt_rx.config.update(asdict(SerialVirtRxConfig(virt_rx_in, rx_ports)))

@@ -10,6 +10,9 @@ the driver acks it; a device still ready at the ack fires again.
   clients' ARP requests, and checks what comes back: each echo exactly once from the right client,
   nothing for the unknown MAC. Clients are the PDs whose config has ``mac`` and ``ip`` in the TAP's
   subnet; they are expected to answer UDP echo on port 1235 as the bundled echo server does.
+- ``serial:…`` — a console as one end of a stream socketpair: what the driver writes is taken at
+  every step (:attr:`ConsoleDevice.output`); nothing is typed, so its irq never fires (the buffer
+  is far larger than a step can fill, so the driver never waits for room).
 - ``timerfd`` — virtual time: ``time.monotonic``/``monotonic_ns`` read the scheduler's clock, and
   the bundled timer driver's ``arm_timerfd`` (``sddf.drivers.timer.timerfd``) sets an expiry that
   the scheduler raises at its virtual deadline.
@@ -257,6 +260,37 @@ class NetHost:
         return problems
 
 
+# ---- the console ------------------------------------------------------------------------------
+class ConsoleDevice:
+    """A serial device whose output is collected; nothing is typed at it."""
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        for s in (ours, theirs):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, FRAME_SOCKET_BUFFER)
+            s.setblocking(False)
+        self.sock, self.fd = ours, theirs.detach()  # the monitor owns (and closes) the driver's end
+        self.line: IrqLine | None = None
+        self.output = bytearray()
+
+    def ready(self) -> bool:
+        return False
+
+    def poll(self) -> list[str]:
+        """Take what the driver wrote (never a problem)."""
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except BlockingIOError:
+                return []
+            if not data:
+                return []
+            self.output += data
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 # ---- time ---------------------------------------------------------------------------------------
 class TimerDevice:
     """A timerfd whose expiry the scheduler raises at its virtual deadline."""
@@ -295,16 +329,18 @@ class Devices:
 
     def __init__(self, sched: Scheduler, clients: list[Client], epoch: Callable[[], int]) -> None:
         self.sched, self.clients, self.epoch = sched, clients, epoch
-        self.by_fd: dict[int, TapDevice | TimerDevice] = {}
+        self.by_fd: dict[int, TapDevice | TimerDevice | ConsoleDevice] = {}
         self._restore: list[Callable[[], None]] = []
 
     def open(self, source: str) -> int:
         kind = parse_source(source)[0]
-        device: TapDevice | TimerDevice
+        device: TapDevice | TimerDevice | ConsoleDevice
         if kind == "tap":
             device = TapDevice(source, self.sched, self.clients, self.epoch)
         elif kind == "timerfd":
             device = TimerDevice(source, self.sched)
+        elif kind == "serial":
+            device = ConsoleDevice()
         else:
             raise SimError(f"irq source {source!r}: the simulator has no {kind!r} device")
         self.by_fd[device.fd] = device
@@ -319,6 +355,10 @@ class Devices:
     @property
     def taps(self) -> list[TapDevice]:
         return [d for d in self.by_fd.values() if isinstance(d, TapDevice)]
+
+    def poll(self) -> list[str]:
+        """Take what the drivers sent to their devices; the problems found in it."""
+        return [problem for d in self.by_fd.values() if not isinstance(d, TimerDevice) for problem in d.poll()]
 
     @property
     def timers_armed(self) -> bool:
@@ -341,5 +381,6 @@ class Devices:
         for undo in reversed(self._restore):
             undo()
         self._restore.clear()
-        for tap in self.taps:
-            tap.close()  # the monitor closes the fds it was given
+        for device in self.by_fd.values():
+            if not isinstance(device, TimerDevice):
+                device.close()  # the monitor closes the fds it was given

@@ -220,9 +220,7 @@ class World:
 
     def _check(self) -> None:
         """The invariants after a step (module :mod:`sddf.sim.invariants`)."""
-        problems = []
-        for tap in self.devices.taps:
-            problems += tap.poll()
+        problems = self.devices.poll()
         with self.memory.applied():
             problems += index_problems(self.sdf, self.monitor.regions)
             if len(self.started) == len(self.monitor.pds):  # buffers are handed out by first inits

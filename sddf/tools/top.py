@@ -17,27 +17,10 @@ from rich.table import Table
 
 from sddf import atomic
 from sddf.ledger import committed_words
-from sddf.blk import queue as blk
 from sddf.control import Reply, Request
-from sddf.net import queue as net
-from sddf.serial import queue as serial
+from sddf.occupancy import occupancy
 
 Control = Callable[[Request], tuple[Reply, list[int]]]
-
-#: kind -> (tail offset, head offset, index bits)
-HEADERS = {
-    "net": (net.LAYOUT.tail_offset, net.LAYOUT.head_offset, 16),
-    "blk.req": (blk.LAYOUT.tail_offset, blk.LAYOUT.head_offset, 32),
-    "blk.resp": (blk.LAYOUT.tail_offset, blk.LAYOUT.head_offset, 32),
-    "serial": (serial.LAYOUT.tail_offset, serial.LAYOUT.head_offset, 32),
-}
-
-
-def occupancy(ptr: atomic.Pointer, offset: int, kind: str) -> int:
-    tail_off, head_off, bits = HEADERS[kind]
-    load = atomic.LOADS[bits]
-    return (load(ptr, offset + tail_off) - load(ptr, offset + head_off)) & ((1 << bits) - 1)
-
 
 class QueueViews:
     """Read-only maps of the regions that hold queues."""

@@ -8,7 +8,8 @@ goes on as normal. A character for a client whose queue is full is dropped and c
 
 Producers always notify: virt_rx notifies a client after publishing to it. As the driver's
 consumer it notifies the driver only when the driver asked (it found its queue full). Which
-client is current is not kept across a restart: a restarted virt_rx starts at client 0.
+client is current is a word of its ledger, committed with the input taken: a restarted virt_rx
+goes on with the same client.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from sddf.serial.config import SerialVirtRxConfig
 from sddf.serial.queue import SerialProducer
 
 MAX_DIGITS = 4
+CURRENT_WORD = 0  # its ledger word: the current client
 #: bytes taken from the driver per pass (then clients and the driver are notified)
 PASS_BYTES = 4096
 
@@ -45,7 +47,9 @@ class SerialVirtRx(Component):
         self.names = [port.name for port in cfg.clients]
         self.channels = [port.queue.channel for port in cfg.clients]
         self.ledger.track(self.driver, *self.clients)
-        self.current = 0
+        self.ledger.require(CURRENT_WORD + 1, "the current client")
+        current = self.ledger.words[CURRENT_WORD]
+        self.current = current if current < len(self.clients) else 0
         self.mode = Mode.NORMAL
         self.digits = ""
         self.out = bytearray()  # for the current client, published at the end of each run
@@ -103,6 +107,7 @@ class SerialVirtRx(Component):
             return
         self._flush()
         self.current = client
+        self.ledger.set(CURRENT_WORD, client)
         self.counters["switches"] += 1
         self.log(f"switching to client {client} ({self.names[client]!r})")
 
