@@ -12,7 +12,7 @@ MEASURE = f"""
 import json, sys
 sys.path[:0] = [{str(REPO / "bench")!r}, {str(REPO)!r}]
 import serial as bench  # bench/serial.py
-print(json.dumps({{"throughput": bench.throughput(1 << 20), "latency": bench.latency(40)}}))
+print(json.dumps({{"throughput": bench.throughput(1 << 20, 1), "latency": bench.latency(40)}}))
 """
 
 
