@@ -63,30 +63,28 @@ class HopStage(Component):
             self.send()
 
     def notified(self, ch: int) -> None:
+        take, arrived = self.inq.dequeue_flat, self.came_back if self.config.origin else self.forward
         while True:
-            descs = self.inq.dequeue_many()
-            if not descs:
-                if self.inq.request_and_recheck():
-                    continue
-                return
-            if self.config.origin:
-                self.came_back(descs)
-            else:
-                self.forward(descs)
+            flat = take()
+            if flat:
+                arrived(flat)
+            if not self.inq.request_and_recheck():
+                return  # asked to be signalled, and nothing came meanwhile: sleep
 
-    def forward(self, descs: list[tuple]) -> None:
-        self.outq.enqueue_many(descs)
+    def forward(self, flat: tuple) -> None:
+        """Pass descriptors on (flat: the queue ends move them fastest so) and signal as sDDF does."""
+        self.outq.enqueue_flat(flat)
         if self.outq.signal_needed():
             self.notify(self.config.out_channel)
 
     def send(self) -> None:
         self.sent_ns = time.monotonic_ns()
-        self.forward([(self.left, DESC_LEN, 0)])
+        self.forward((self.left, DESC_LEN, 0))
 
-    def came_back(self, descs: list[tuple]) -> None:
+    def came_back(self, flat: tuple) -> None:
         now = time.monotonic_ns()
-        if descs[0][0] != self.left or len(descs) != 1:
-            raise RuntimeError(f"the ring returned {descs}, not descriptor {self.left}")
+        if flat[0] != self.left or len(flat) != 3:
+            raise RuntimeError(f"the ring returned {flat}, not descriptor {self.left}")
         self.samples.append(now - self.sent_ns)
         self.left -= 1
         if self.left == self.config.rounds:
@@ -136,7 +134,7 @@ class TracedHopStage(HopStage):
         self.current[6] = time.monotonic_ns()
         self.stamps.append(list(self.current))
 
-    def forward(self, descs: list[tuple]) -> None:
+    def forward(self, flat: tuple) -> None:
         clock, current, cfg = time.monotonic_ns, self.current, self.config
         current[3] = clock()
         if not cfg.origin and len(self.stamps) + 1 == cfg.warmup + cfg.rounds:
@@ -144,12 +142,12 @@ class TracedHopStage(HopStage):
             # written while another stage writes would be split)
             say("TRACE " + json.dumps({"stage": self.name, "points": TRACE_POINTS,
                                        "stamps": self.stamps[cfg.warmup:]}))
-        self.outq.enqueue_many(descs)
+        self.outq.enqueue_flat(flat)
         current[4] = clock()
         if self.outq.signal_needed():
             self.notify(self.config.out_channel)
         current[5] = clock()
 
-    def came_back(self, descs: list[tuple]) -> None:
+    def came_back(self, flat: tuple) -> None:
         self.current[3] = time.monotonic_ns()
-        super().came_back(descs)
+        super().came_back(flat)

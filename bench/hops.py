@@ -18,7 +18,10 @@ cycles, instructions and cache misses per hop where the machine has the counters
 not), and context switches and migrations. Ratios (``--json``): ``hop_p50_vs_bare`` (≤ 1.5, the
 worse of plain and PM-QoS; each also as ``…_plain`` / ``…_pmqos``) and ``hop_cpu_vs_bare`` (≤ 1.5).
 
-    python bench/hops.py [--quick] [--json FILE] [--out DIR]
+Stages are pinned round robin to two CPUs by default (``--cpus``), the same for all three: left
+to the scheduler, placement alone moves a ring's median by 1.5× from one run to the next.
+
+    python bench/hops.py [--quick] [--json FILE] [--out DIR] [--cpus A,B|none]
 """
 from __future__ import annotations
 
@@ -64,6 +67,7 @@ class Plan:
     ns: tuple[int, ...]
     rounds: int
     warmup: int
+    cpus: str = ""  # stage k runs on the k-th of these (round robin); "": where the scheduler puts it
 
 
 @dataclass
@@ -85,7 +89,8 @@ class Run:
 
 # ---- launching one ring ------------------------------------------------------------------------
 def command(impl: str, n: int, plan: Plan, out: Path, run_dir: str) -> tuple[list[str], dict[str, str]]:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH")))))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH")))),
+               HOPS_CPUS=plan.cpus)
     if impl == "framework":
         env.update(HOPS_N=str(n), HOPS_ROUNDS=str(plan.rounds), HOPS_WARMUP=str(plan.warmup))
         return [sys.executable, "-m", "sddf.cli", "run", str(CHAIN_SYSTEM), "--run-dir", run_dir], env
@@ -311,12 +316,17 @@ def plot(runs: list[Run], path: Path) -> None:
 
 def main() -> int:
     parser = _common.arg_parser(__doc__.split("\n", 1)[0])
+    parser.add_argument("--cpus", default=None, metavar="A,B|none",
+                        help="CPUs the stages are pinned to, stage k on the k-th round robin (default: two "
+                             "CPUs; none: the scheduler places them, and medians then flip from run to run)")
     args = parser.parse_args()
     out = _common.out_dir(args.out)
-    plan = Plan((2, 5), 1000, 100) if args.quick else Plan((2, 3, 4, 5, 6), 3000, 300)
-    console.print(_common.busy_note())
+    pair = _common.two_cpus()
+    cpus = "" if args.cpus == "none" else args.cpus or (",".join(map(str, pair)) if pair else "")
+    plan = Plan((2, 5), 1000, 100, cpus) if args.quick else Plan((2, 3, 4, 5, 6), 3000, 300, cpus)
+    console.print(f"{_common.busy_note()}; stages pinned to CPUs {cpus or 'none (scheduler)'}")
     runs = measure(plan, out)
-    trace_runs = traced(Plan((BREAKDOWN_N,), plan.rounds, plan.warmup), out)
+    trace_runs = traced(Plan((BREAKDOWN_N,), plan.rounds, plan.warmup, cpus), out)
     steps = {impl: breakdown(run) for impl, run in trace_runs.items()}
     report(runs, steps)
     ratios = ratios_of(runs)

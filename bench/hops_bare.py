@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Hop latency baseline: a ring of N plain Python processes passing one descriptor around.
 
-usage: python bench/hops_bare.py N ROUNDS WARMUP [--trace]
+usage: python bench/hops_bare.py N ROUNDS WARMUP [--trace]     ($HOPS_CPUS="0,1": stage k on the k-th, round robin)
 
 No framework: N processes (stage 0 is this one, it forks stages 1..N-1), N queues and N
 eventfds, all made before the fork. Queue i carries from stage i to stage (i+1) % N and has
@@ -221,6 +221,13 @@ def lead(queues: list[Queue], eventfds: list[int], warmup: int, rounds: int,
     return samples, trace
 
 
+def pin(k: int) -> None:
+    """Pin stage ``k`` to the k-th (round robin) of the CPUs listed in $HOPS_CPUS ("0,1"), if set."""
+    cpus = [int(c) for c in os.environ.get("HOPS_CPUS", "").split(",") if c]
+    if cpus:
+        os.sched_setaffinity(0, {cpus[k % len(cpus)]})
+
+
 def stage(k: int, queues: list[Queue], eventfds: list[int], warmup: int, rounds: int,
           reports: list[int] | None, parent: int) -> NoReturn:
     """A forked stage: dies with stage 0, then forwards for ever."""
@@ -228,6 +235,7 @@ def stage(k: int, queues: list[Queue], eventfds: list[int], warmup: int, rounds:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:
             os._exit(1)
+        pin(k)
         ends = (queues[k - 1], queues[k], eventfds[k], eventfds[(k + 1) % len(queues)])
         if reports is None:
             forward(*ends)
@@ -261,6 +269,7 @@ def main(argv: list[str]) -> int:
             if pid == 0:
                 stage(k, queues, eventfds, warmup, rounds, writers, parent)
             pids.append(pid)
+        pin(0)
         samples, stage_rows = lead(queues, eventfds, warmup, rounds, readers)
         result: dict[str, object] = {"impl": "bare", "n": n, "rounds": rounds, "rtt_ns": samples, "pids": pids}
         if stage_rows is not None:

@@ -5,6 +5,8 @@
 #include <string.h>
 #include <errno.h>
 #include <unistd.h>
+#include <sys/epoll.h>
+#include <sys/timerfd.h>
 #include "_ring.h"
 #define LOAD(T, N) T load_acquire_##N(const uint8_t *base, size_t off) \
     { return __atomic_load_n((const T *)(base + off), __ATOMIC_ACQUIRE); }
@@ -224,44 +226,114 @@ typedef struct {
    (where it lives: its ledger_region/offset) and each dirty word (region 0, offset = its index);
    then make it valid with one store-release of the count. Returns the entry count (0: nothing
    to commit), or -1 if it would not fit the capacity (nothing written). */
-long ledger_journal(uint8_t *ledger, uint32_t capacity, sddf_ring *const *rings, uint32_t nrings,
-                    const uint64_t *words, const uint32_t *dirty, uint32_t ndirty)
+long ledger_journal(sddf_ledger *l)
 {
-    ledger_entry *entries = (ledger_entry *)(ledger + LEDGER_ENTRIES);
+    ledger_entry *entries = (ledger_entry *)(l->ledger + LEDGER_ENTRIES);
     uint32_t n = 0;
-    for (uint32_t i = 0; i < nrings; i++) {
-        const sddf_ring *r = rings[i];
+    for (uint32_t i = 0; i < l->nrings; i++) {
+        const sddf_ring *r = l->rings[i];
         if (r->own == r->published)
             continue;
-        if (n == capacity)
+        if (n == l->capacity)
             return -1;
         entries[n++] = (ledger_entry){r->ledger_region, r->ledger_offset, r->index_bits / 8, 0, r->own};
     }
-    for (uint32_t i = 0; i < ndirty; i++) {
-        if (n == capacity)
+    for (uint32_t i = 0; i < l->ndirty; i++) {
+        if (n == l->capacity)
             return -1;
-        entries[n++] = (ledger_entry){0, dirty[i], 8, 0, words[dirty[i]]};
+        entries[n++] = (ledger_entry){0, l->dirty[i], 8, 0, l->words[l->dirty[i]]};
     }
     if (n)
-        __atomic_store_n((uint64_t *)ledger, (uint64_t)n, __ATOMIC_RELEASE);
+        __atomic_store_n((uint64_t *)l->ledger, (uint64_t)n, __ATOMIC_RELEASE);
     return n;
 }
 
 /* Apply the journalled commit: publish each moved ring index, store each dirty word (clearing
-   its dirty flag), then clear the journal (count 0). */
-void ledger_apply(uint8_t *ledger, sddf_ring *const *rings, uint32_t nrings, uint64_t *ledger_words,
-                  const uint64_t *words, const uint32_t *dirty, uint32_t ndirty, uint8_t *dirty_flags)
+   its dirty flag and the dirty list), then clear the journal (count 0). */
+void ledger_apply(sddf_ledger *l)
 {
-    for (uint32_t i = 0; i < nrings; i++) {
-        sddf_ring *r = rings[i];
+    for (uint32_t i = 0; i < l->nrings; i++) {
+        sddf_ring *r = l->rings[i];
         if (r->own != r->published) {
             ring_store_own(r);
             r->published = r->own;
         }
     }
-    for (uint32_t i = 0; i < ndirty; i++) {
-        __atomic_store_n(ledger_words + dirty[i], words[dirty[i]], __ATOMIC_RELEASE);
-        dirty_flags[dirty[i]] = 0;
+    for (uint32_t i = 0; i < l->ndirty; i++) {
+        __atomic_store_n(l->shared_words + l->dirty[i], l->words[l->dirty[i]], __ATOMIC_RELEASE);
+        l->dirty_flags[l->dirty[i]] = 0;
     }
-    __atomic_store_n((uint64_t *)ledger, 0, __ATOMIC_RELEASE);
+    l->ndirty = 0;
+    __atomic_store_n((uint64_t *)l->ledger, 0, __ATOMIC_RELEASE);
+}
+
+/* ---- a PD's wait --------------------------------------------------------------------------- */
+
+static void pd_beat(pd_waiter *w)
+{
+    if (w->heartbeat)
+        __atomic_store_n((uint64_t *)w->heartbeat, ++w->beats, __ATOMIC_RELEASE);
+}
+
+/* Mark the PD out of its handlers (heartbeat even), sleep in epoll until something is ready (or
+   `timeout_ms`: -1 for ever), then mark it in them (odd). Fill `out` with what woke it: the
+   channel of each notification whose pending word this claimed and of each irq that fired, and
+   -(fd + 1) for each callback fd (the publish timer among them: it is read and disarmed here).
+   The first wake by anything but that timer arms it. Returns the count, or -errno. */
+int pd_wait(pd_waiter *w, int timeout_ms, int32_t *out, int max)
+{
+    struct epoll_event events[64];
+    if (max > 64)
+        max = 64;
+    if (w->beats & 1)
+        pd_beat(w);
+    int n = epoll_wait(w->epfd, events, max, timeout_ms);
+    if (n < 0)
+        return errno == EINTR ? 0 : -errno;
+    int k = 0, woken = 0;  /* woken: by something other than the publish timer */
+    for (int i = 0; i < n; i++) {
+        int fd = events[i].data.fd;
+        pd_source *s = (uint32_t)fd < w->nsources ? &w->sources[fd] : NULL;
+        if (!s || s->kind == 0)
+            continue;
+        if (s->kind == 1) {
+            if (__atomic_exchange_n((uint64_t *)s->word, 0, __ATOMIC_ACQ_REL))
+                out[k++] = s->channel;
+        } else if (s->kind == 2) {
+            out[k++] = s->channel;
+        } else {
+            if (s->kind == 4) {
+                uint64_t expiries;
+                if (read(fd, &expiries, sizeof expiries) < 0 && errno != EAGAIN)
+                    return -errno;
+                w->timer_armed = 0;
+                out[k++] = -(fd + 1);
+                continue;
+            }
+            out[k++] = -(fd + 1);
+        }
+        woken = 1;
+    }
+    pd_beat(w);
+    if (woken && !w->timer_armed && w->timerfd >= 0) {
+        struct itimerspec spec = {{0, 0}, {w->period_ns / 1000000000, w->period_ns % 1000000000}};
+        if (timerfd_settime(w->timerfd, 0, &spec, NULL) < 0)
+            return -errno;
+        w->timer_armed = 1;
+    }
+    return k;
+}
+
+/* Mark the PD in a handler (heartbeat odd) outside a wait: its init. */
+void pd_enter(pd_waiter *w)
+{
+    if (!(w->beats & 1))
+        pd_beat(w);
+}
+
+/* A non-blocking CLOCK_MONOTONIC timerfd, or -errno. */
+int new_timerfd(void)
+{
+    int fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    return fd < 0 ? -errno : fd;
 }

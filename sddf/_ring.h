@@ -53,7 +53,39 @@ int ring_claim_signal(sddf_ring *r);
 
 /* A PD's ledger: its commits are journalled (new ring indices and words) before they are applied,
    so a PD killed mid-commit finds the journal and applies it again when restarted. */
-long ledger_journal(uint8_t *ledger, uint32_t capacity, sddf_ring *const *rings, uint32_t nrings,
-                    const uint64_t *words, const uint32_t *dirty, uint32_t ndirty);
-void ledger_apply(uint8_t *ledger, sddf_ring *const *rings, uint32_t nrings, uint64_t *ledger_words,
-                  const uint64_t *words, const uint32_t *dirty, uint32_t ndirty, uint8_t *dirty_flags);
+typedef struct {
+    uint8_t *ledger;         /* the ledger page: journal count, entries, then the shared words */
+    uint32_t capacity;       /* journal entries it holds */
+    sddf_ring **rings;       /* the tracked queue ends */
+    uint32_t nrings;
+    uint64_t *shared_words;  /* the committed words, in the page */
+    const uint64_t *words;   /* the PD's own copy, which set() changes first */
+    uint32_t *dirty;         /* the words changed since the last commit */
+    uint32_t ndirty;
+    uint8_t *dirty_flags;    /* per word: listed in dirty */
+} sddf_ledger;
+
+long ledger_journal(sddf_ledger *l);
+void ledger_apply(sddf_ledger *l);
+
+/* A PD's wait (sddf/channel.py's Waiter): one epoll set and what each fd in it is. */
+typedef struct {
+    uint8_t kind;            /* 0 none, 1 notification word, 2 irq, 3 callback, 4 publish timer */
+    int32_t channel;
+    uint8_t *word;           /* a notification's pending word */
+} pd_source;
+
+typedef struct {
+    int epfd;
+    uint32_t nsources;       /* sources[fd] describes fd, for fd < nsources */
+    pd_source *sources;
+    uint8_t *heartbeat;      /* the PD's heartbeat u64 (NULL: none): even while it waits, odd after */
+    uint64_t beats;
+    int timerfd;             /* the counters' publish timer (-1: none), armed by the first wake after a publish */
+    int timer_armed;
+    int64_t period_ns;
+} pd_waiter;
+
+int pd_wait(pd_waiter *w, int timeout_ms, int32_t *out, int max);
+void pd_enter(pd_waiter *w);
+int new_timerfd(void);

@@ -50,6 +50,15 @@ def new_spans(spans: list[tuple[int, int]]) -> Any:
     return ffi.new("sddf_span[]", [{"lo": lo, "hi": hi} for lo, hi in spans])
 
 
+def new_ledger(ledger: Pointer, capacity: int, shared_words: Any, words: Any, dirty: Any, dirty_flags: Any) -> Any:
+    """An ``sddf_ledger`` (what a commit needs) over these pointers, which its owner keeps alive;
+    its rings are set once tracked."""
+    c = ffi.new("sddf_ledger *")
+    c.ledger, c.capacity, c.shared_words, c.words, c.dirty, c.dirty_flags = (
+        ledger, capacity, shared_words, words, dirty, dirty_flags)
+    return c
+
+
 def new_ring_list(rings: list[Any]) -> Any:
     """An ``sddf_ring *`` array of ``rings`` (each kept alive by its owner)."""
     return ffi.new("sddf_ring *[]", rings)

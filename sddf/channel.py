@@ -21,10 +21,23 @@ from sddf import atomic
 from sddf.shm import PAGE_SIZE, Region
 
 WORD_SIZE = 8
+MAX_EVENTS = 64  # what one wait reports at most (more stay ready for the next)
+#: what a fd in a Waiter is (pd_source.kind in _ring.h)
+SOURCE_NOTIFICATION, SOURCE_IRQ, SOURCE_CALLBACK, SOURCE_PUBLISH_TIMER = 1, 2, 3, 4
+pd_wait = atomic.lib.pd_wait
+unpack = atomic.ffi.unpack
 
 
 def new_eventfd() -> int:
     return os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+
+
+def new_timerfd() -> int:
+    """A non-blocking CLOCK_MONOTONIC timerfd (raises OSError)."""
+    fd = atomic.lib.new_timerfd()
+    if fd < 0:
+        raise OSError(-fd, f"timerfd_create: {os.strerror(-fd)}")
+    return fd
 
 
 class Notifier:
@@ -49,17 +62,15 @@ def check_sent(status: int, eventfd: int) -> None:
 
 
 class Notification:
-    """The receiving side of one channel direction."""
+    """The receiving side of one channel direction: its eventfd and its pending word, which a
+    :class:`Waiter` claims (exchanges with 0) when the eventfd fires. The eventfd is never read:
+    waiters watch it edge-triggered, and every notifier write (made only when the word was
+    clear) is a new edge. The counter only grows; it would take 2**64 - 2 notifies to fill it."""
 
     def __init__(self, eventfd: int, words: Any, offset: int) -> None:
         self.eventfd = eventfd
-        self._ptr = atomic.pointer(words)
-        self._offset = offset
-        #: Claim the pending word (one C call): nonzero if a notify was pending.
-        #: The eventfd is never read: waiters watch it edge-triggered, and every notifier write
-        #: (made only when the word was clear) is a new edge. The counter only grows; it would
-        #: take 2**64 - 2 notifies to fill it.
-        self.consume: Callable[[], int] = partial(atomic.exchange_u64, self._ptr, offset, 0)
+        self._words = atomic.pointer(words)  # keeps the words' memory mapped while we live
+        self.word = self._words + offset
 
     def fileno(self) -> int:
         return self.eventfd
@@ -119,16 +130,33 @@ def channel_pair() -> tuple[ChannelEndFds, ChannelEndFds]:
 
 
 class Waiter:
-    """Blocks until channels are notified or irq fds are ready; returns the channel ids."""
+    """Blocks until channels are notified or irq fds are ready; returns the channel ids.
+
+    The wait is one C call (``pd_wait``): it sleeps in epoll, claims the pending word of each
+    notification that fired, and keeps the PD's heartbeat (:meth:`beat_on`) and counters' publish
+    timer (:meth:`publish_with`); Python runs only for the callbacks it reports."""
 
     def __init__(self) -> None:
         self._epoll = select.epoll()
-        self._notifications: dict[int, tuple[int, Callable[[], int]]] = {}  # fd -> (channel, its consume)
-        self._irqs: dict[int, int] = {}
         self._callbacks: dict[int, Callable[[], None]] = {}
+        self._c = atomic.ffi.new("pd_waiter *")
+        self._c.epfd = self._epoll.fileno()
+        self._c.timerfd = -1
+        self._sources = atomic.ffi.new("pd_source[]", 0)
+        self._out = atomic.ffi.new("int32_t[]", MAX_EVENTS)
+        self._anchors: list[Any] = []  # what the sources' and heartbeat's bare pointers point into
+
+    def _source(self, fd: int, kind: int, channel: int = -1, word: Any = atomic.NULL) -> None:
+        if fd >= len(self._sources):
+            grown = atomic.ffi.new("pd_source[]", max(fd + 1, 2 * len(self._sources), 64))
+            atomic.ffi.memmove(grown, self._sources, atomic.ffi.sizeof(self._sources))
+            self._sources, self._c.sources, self._c.nsources = grown, grown, len(grown)
+        entry = self._sources[fd]
+        entry.kind, entry.channel, entry.word = kind, channel, word
 
     def add_notification(self, channel: int, notification: Notification) -> None:
-        self._notifications[notification.fileno()] = (channel, notification.consume)
+        self._anchors.append(notification)  # the source holds a bare pointer into its words
+        self._source(notification.fileno(), SOURCE_NOTIFICATION, channel, notification.word)
         self._epoll.register(notification.fileno(), select.EPOLLIN | select.EPOLLET)
 
     def add_irq(self, channel: int, fd: int, events: int = select.EPOLLIN) -> bool:
@@ -139,7 +167,7 @@ class Waiter:
             self._epoll.register(fd, events | select.EPOLLONESHOT)
         except PermissionError:
             return False
-        self._irqs[fd] = channel
+        self._source(fd, SOURCE_IRQ, channel)
         return True
 
     def irq_ack(self, fd: int, events: int = select.EPOLLIN) -> None:
@@ -148,23 +176,50 @@ class Waiter:
     def add_callback(self, fd: int, callback: Callable[[], None], events: int = select.EPOLLIN) -> None:
         """Call ``callback()`` from :meth:`wait` whenever ``fd`` is ready (e.g. a socket, a PPC's eventfd)."""
         self._callbacks[fd] = callback
+        self._source(fd, SOURCE_CALLBACK)
         self._epoll.register(fd, events)
 
+    def beat_on(self, page: Any, offset: int) -> None:
+        """Keep the heartbeat, the u64 at ``offset`` of ``page``: even while waiting, odd after
+        (and in :meth:`enter`)."""
+        base = atomic.pointer(page)
+        self._anchors.append(base)
+        self._c.heartbeat = base + offset
+        self._c.beats = atomic.load_acquire_u64(base, offset) & ~1
+
+    def enter(self) -> None:
+        """Mark the PD in a handler outside a wait (its init)."""
+        atomic.lib.pd_enter(self._c)
+
+    def publish_with(self, timerfd: int, period_s: float, publish: Callable[[], None]) -> None:
+        """Call ``publish()`` ``period_s`` after the first wake since it last ran (so never while
+        the PD sleeps on): ``timerfd`` (non-blocking; the waiter closes it) is its timer."""
+        self._c.timerfd, self._c.period_ns = timerfd, int(period_s * 1e9)
+        self._callbacks[timerfd] = publish
+        self._source(timerfd, SOURCE_PUBLISH_TIMER)
+        self._epoll.register(timerfd, select.EPOLLIN)
+
     def wait(self, timeout: float | None = None) -> list[int]:
-        """Channels signalled since the last call (empty on timeout or spurious wake)."""
-        ready = []
-        notifications = self._notifications
-        for fd, _events in self._epoll.poll(-1 if timeout is None else timeout):
-            entry = notifications.get(fd)
-            if entry is None:
-                callback = self._callbacks.get(fd)
-                if callback is not None:
-                    callback()
-                else:
-                    ready.append(self._irqs[fd])
-            elif entry[1]():
-                ready.append(entry[0])
-        return ready
+        """Channels signalled since the last call (empty on timeout or spurious wake); runs the
+        callbacks of the fds that were ready."""
+        n = pd_wait(self._c, -1 if timeout is None else int(timeout * 1000), self._out, MAX_EVENTS)
+        if n <= 0:
+            if n < 0:
+                raise OSError(-n, f"epoll_wait: {os.strerror(-n)}")
+            return []
+        ready = unpack(self._out, n)
+        if min(ready) >= 0:
+            return ready
+        channels = []
+        for entry in ready:
+            if entry >= 0:
+                channels.append(entry)
+            else:
+                self._callbacks[-entry - 1]()
+        return channels
 
     def close(self) -> None:
         self._epoll.close()
+        if self._c.timerfd >= 0:
+            os.close(self._c.timerfd)
+            self._c.timerfd = -1

@@ -10,30 +10,27 @@ Nothing polls: the loop sleeps in epoll until a channel, irq or call needs it.
 """
 from __future__ import annotations
 
-import itertools
 import os
 import select
 import signal
 import socket
-import time
 from collections import Counter
 from functools import partial
 from typing import Any, Callable, ClassVar, Iterator, Mapping, NoReturn
 
 import msgpack
 
-from sddf import atomic
 from sddf.config import ChannelGrant, PdConfig, typed
 from sddf.ledger import Ledger, ledger_size
 from sddf.shm import Region
-from sddf.channel import ChannelEnd, ChannelEndFds, Waiter, check_sent
+from sddf.channel import ChannelEnd, ChannelEndFds, Waiter, check_sent, new_timerfd
 from sddf.ppc import Callee, Caller, MalformedCall, PPC_CALLEE_FAULTED, PPC_MALFORMED
 from sddf.serial.config import SerialClientConfig
 from sddf.serial.output import SerialOutput
 from sddf.stats import HEARTBEAT_OFFSET, PUBLISH_SIGNAL, STATS_SIZE, StatsWriter
 
 FAULT_MESSAGE_MAX = 64 * 1024  # a child fault report from the monitor: child id and reason
-STATS_PERIOD_S = 0.1  # counters are published at most this often (and once more when idle)
+STATS_PERIOD_S = 0.1  # counters are published this long after a wake (so at most this often, and once when idle)
 
 
 class GrantError(Exception):
@@ -101,14 +98,11 @@ class Component:
         self.ledger = Ledger(pd.name, ledger_page.view if ledger_page else bytearray(ledger_size(pd.ledger_words)),
                              pd.ledger_words, self.regions)
         self.__ledger_page = ledger_page  # the mapping lives as long as the component
-        self.__published: dict[str, int] = {}
-        self.__published_at = 0.0
-        #: the heartbeat: the loop stores the next odd number on entering handlers, the next even one
-        #: on leaving them
-        self.__entering, self.__leaving = itertools.count(1, 2), itertools.count(2, 2)
-        self.__beat: Callable[[int], None] = (
-            partial(atomic.store_release_u64, atomic.pointer(self.__stats_page.view), HEARTBEAT_OFFSET)
-            if self.__stats_page else (lambda _count: None))
+        if self.__stats_page is not None:
+            # the heartbeat (odd while handlers run, for the monitor's watchdog) and the counters'
+            # publishing, both kept by the wait (off the handlers' path)
+            self._waiter.beat_on(self.__stats_page.view, HEARTBEAT_OFFSET)
+            self._waiter.publish_with(new_timerfd(), STATS_PERIOD_S, self.__publish_stats)
         for ch, grant in pd.channels.items():
             end = ChannelEnd.attach(_end_fds(grant))
             self.__channels[ch] = end
@@ -265,26 +259,19 @@ class Component:
         signal.signal(signal.SIGTERM, lambda *_: None)
         signal.signal(PUBLISH_SIGNAL, lambda *_: None)
         self._waiter.add_callback(wake_r, lambda: self.__signalled(wake_r))
-        beat, entering, leaving = self.__beat, self.__entering, self.__leaving
-        beat(next(entering))
+        self._waiter.enter()  # init is a handler too, for the watchdog
         self.start()
         after_init()
-        beat(next(leaving))
-        self.__publish_stats(now=True)  # tells the monitor this PD is up and answers PUBLISH_SIGNAL
-        # the hot loop: bound methods in locals, and no call to publish unchanged counters
-        # (dict.__eq__, not Counter.__eq__, which costs a Python frame); the heartbeat is odd
-        # while handlers run (the monitor's watchdog reads it)
+        self.__publish_stats()  # tells the monitor this PD is up and answers PUBLISH_SIGNAL
+        # the hot loop: bound methods in locals; the wait keeps the heartbeat and the counters'
+        # publishing (sddf.channel.Waiter)
         wait, notified = self._waiter.wait, self.__handler()
-        publish, published, unchanged = self.__publish_stats, self.__published, dict.__eq__
-        ledger, counters, finish = self.ledger, self.counters, self.__finish
+        ledger, finish = self.ledger, self.__finish
         while True:
-            ready = wait(None if unchanged(counters, published) else publish())
-            beat(next(entering))
-            for ch in ready:
+            for ch in wait():
                 progress = ledger.commits + self._notifies_sent
                 notified(ch)
                 finish(ch, progress)
-            beat(next(leaving))
 
     def __finish(self, ch: int, progress: int) -> None:
         """After ``notified(ch)``: commit, send what was deferred, and count the wake-up, and
@@ -344,21 +331,11 @@ class Component:
         if signal.SIGTERM in signums:
             raise SystemExit(0)
         if PUBLISH_SIGNAL in signums:
-            self.__publish_stats(now=True)
+            self.__publish_stats()
 
-    def __publish_stats(self, now: bool = False) -> float | None:
-        """Publish the counters, which changed (rate-limited unless ``now``); return how long to
-        sleep before trying again."""
-        if self.__stats is None:
-            return None
-        wait = self.__published_at + STATS_PERIOD_S - time.monotonic()
-        if wait > 0 and not now:
-            return wait
-        self.__stats.publish(self.counters)
-        self.__published.clear()  # in place: the loop holds it
-        self.__published.update(self.counters)
-        self.__published_at = time.monotonic()
-        return None
+    def __publish_stats(self) -> None:
+        if self.__stats is not None:
+            self.__stats.publish(self.counters)
 
     def __serve(self, ch: int, callee: Callee) -> None:
         try:
@@ -368,9 +345,7 @@ class Component:
             callee.answer(PPC_MALFORMED, [])
             return
         if request is not None:
-            self.__beat(next(self.__entering))
             callee.answer(*self.answer_call(ch, *request))
-            self.__beat(next(self.__leaving))
 
     def answer_call(self, ch: int, label: int, mrs: list[int]) -> tuple[int, list[int]]:
         """Answer a PPC as the loop does: ``protected``, then send what it deferred (how

@@ -11,7 +11,6 @@ tty device (raw while it runs); see :mod:`sddf.console`.
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import ipaddress
@@ -19,15 +18,12 @@ import os
 import socket
 import struct
 import termios
-import time
 from functools import partial
 from typing import Callable
 
 from sddf import console
+from sddf.channel import new_timerfd
 
-CLOCK_MONOTONIC = time.CLOCK_MONOTONIC
-TFD_NONBLOCK = os.O_NONBLOCK
-TFD_CLOEXEC = os.O_CLOEXEC
 TUNSETIFF = 0x400454CA
 IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
@@ -43,11 +39,10 @@ class DeviceError(Exception):
 
 
 def _timerfd(source: str, _options: dict[str, str]) -> int:
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = libc.timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)
-    if fd < 0:
-        raise DeviceError(f"irq source {source!r}: timerfd_create failed: {os.strerror(ctypes.get_errno())}")
-    return fd
+    try:
+        return new_timerfd()
+    except OSError as exc:
+        raise DeviceError(f"irq source {source!r}: timerfd_create failed: {exc.strerror}") from exc
 
 
 def _ifreq(name: str, payload: bytes = b"") -> bytes:

@@ -80,6 +80,9 @@ class Ledger:
         self._dirty_flags = bytearray(words + 1)
         self._dirty_flags_ptr = atomic.pointer(self._dirty_flags)
         self._ndirty = 0
+        #: everything the C commit needs, in one struct (one argument per call)
+        self._c = atomic.new_ledger(self._ptr, self._capacity, self._shared_words_ptr, self._mirror_ptr,
+                                    self._dirty_ptr, self._dirty_flags_ptr)
         #: commits that published something (the loop tells productive wake-ups by it)
         self.commits = 0
         self._rings: list[Any] = []
@@ -133,6 +136,7 @@ class Ledger:
             raise LedgerError(f"PD {self._pd!r} tracks {len(self._rings)} queue ends; "
                               f"a ledger holds at most {MAX_TRACKED_ENDS}")
         self._ring_list = atomic.new_ring_list(self._rings)
+        self._c.rings, self._c.nrings = self._ring_list, len(self._rings)
 
     def _locate(self, end: RingEnd, r: Any) -> tuple[int, int]:
         """The region id and byte offset of ``end``'s own index."""
@@ -153,17 +157,16 @@ class Ledger:
             self._dirty_flags[i] = 1
             self._dirty[self._ndirty] = i
             self._ndirty += 1
+            self._c.ndirty = self._ndirty
 
     def commit(self) -> None:
         """Publish every staged index and changed word as one journalled step."""
-        n = atomic.ledger_journal(self._ptr, self._capacity, self._ring_list, len(self._rings),
-                                  self._mirror_ptr, self._dirty_ptr, self._ndirty)
+        n = atomic.ledger_journal(self._c)
         if n <= 0:
             if n < 0:
                 raise LedgerError(f"PD {self._pd!r}: a commit does not fit its ledger's journal")
             return
-        atomic.ledger_apply(self._ptr, self._ring_list, len(self._rings), self._shared_words_ptr,
-                            self._mirror_ptr, self._dirty_ptr, self._ndirty, self._dirty_flags_ptr)
+        atomic.ledger_apply(self._c)  # clears the C side's dirty list
         self._ndirty = 0
         self.commits += 1
 

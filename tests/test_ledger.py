@@ -52,10 +52,7 @@ def test_a_journal_left_valid_is_applied_by_the_next_instance() -> None:
     ledger.track(producer)
     producer.enqueue_many([(0, 1, 0)] * 3)
     ledger.set(0, 5)
-    rings = atomic.new_ring_list([producer._ring])
-    words = atomic.typed_pointer("uint64_t", ledger._mirror)
-    assert atomic.ledger_journal(ledger._ptr, ledger._capacity, rings, 1, words, ledger._dirty_ptr,
-                                 ledger._ndirty) == 3  # the ring, the fresh mark, the word
+    assert atomic.ledger_journal(ledger._c) == 3  # the ring, the fresh mark, the word
     # ... and the process is gone before ledger_apply
     assert NetConsumer("q", regions["q"], CAPACITY).length() == 0
     again = ledger_over(memory, regions)

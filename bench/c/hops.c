@@ -3,7 +3,7 @@
  * a ring of N processes passing one descriptor around.
  *
  * build: gcc -O2 -o hops hops.c
- * usage: hops N ROUNDS WARMUP          (2 <= N <= 8)
+ * usage: hops N ROUNDS WARMUP          (2 <= N <= 8; $HOPS_CPUS="0,1" pins stage k to the k-th, round robin)
  *
  * Stage 0 (this process) forks stages 1..N-1, which die with it (PR_SET_PDEATHSIG). Queue i
  * carries from stage i to stage (i+1) % N: sDDF's net queue layout (u16 tail, u16 head,
@@ -20,6 +20,7 @@
  * for SIGTERM, kills the other stages and exits 0.
  */
 #define _GNU_SOURCE
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -151,6 +152,27 @@ static void round_trip(int n, uint64_t number)
 static pid_t pids[MAX_STAGES];
 static int stages;
 
+/* Pin stage k to the k-th (round robin) of the CPUs listed in $HOPS_CPUS ("0,1"), if set. */
+static void pin(int k)
+{
+    const char *list = getenv("HOPS_CPUS");
+    int cpus[64], count = 0;
+    for (const char *p = list; p && *p && count < 64; p++) {
+        cpus[count++] = atoi(p);
+        while (*p && *p != ',')
+            p++;
+        if (!*p)
+            break;
+    }
+    if (!count)
+        return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpus[k % count], &set);
+    if (sched_setaffinity(0, sizeof set, &set) != 0)
+        perror("hops: sched_setaffinity");
+}
+
 static void kill_stages(void)
 {
     for (int k = 1; k < stages; k++) {
@@ -191,11 +213,13 @@ int main(int argc, char **argv)
             prctl(PR_SET_PDEATHSIG, SIGKILL);
             if (getppid() != pids[0])
                 _exit(1);
+            pin(stages);
             forward(stages, n);
         }
         pids[stages] = pid;
     }
     atexit(kill_stages);
+    pin(0);
 
     for (long r = 0; r < warmup; r++)
         round_trip(n, (uint64_t)r);

@@ -2,7 +2,7 @@
 
 Stage k's outgoing queue is stage k+1's incoming one (stage N-1's goes back to stage 0); each has
 its own region and a channel. $HOPS_ROUNDS timed trips after $HOPS_WARMUP untimed ones;
-$HOPS_TRACE=1 runs the traced stages; $HOPS_POLL_US, if set, is every PD's bounded poll.
+$HOPS_TRACE=1 runs the traced stages; $HOPS_CPUS ("0,1") pins stage k to the k-th, round robin.
 """
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ def system() -> SystemDescription:
     program = "bench.hop_components:" + ("TracedHopStage" if os.environ.get("HOPS_TRACE") == "1" else "HopStage")
     sdf = SystemDescription(f"hops{n}")
     size = -(-queue_size(CAPACITY) // PAGE_SIZE) * PAGE_SIZE
-    stages = [sdf.add_pd(ProtectionDomain(f"stage{k}", program, priority=100)) for k in range(n)]
+    cpus = [int(c) for c in os.environ.get("HOPS_CPUS", "").split(",") if c]
+    stages = [sdf.add_pd(ProtectionDomain(f"stage{k}", program, priority=100, cpu=cpus[k % len(cpus)] if cpus else None))
+              for k in range(n)]
     for k, stage in enumerate(stages):
         nxt = stages[(k + 1) % n]
         queue = sdf.add_mr(MemoryRegion(f"hop{k}", size))

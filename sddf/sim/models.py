@@ -234,41 +234,42 @@ class Models:
         return 1
 
     # ---- a PD's ledger ------------------------------------------------------------------------
-    def ledger_journal(self, ledger: Any, capacity: int, rings: Any, nrings: int, words: Any,
-                       dirty: Any, ndirty: int) -> int:
+    def ledger_journal(self, led: Any) -> int:
         self.obs.point()
         n = 0
-        for i in range(nrings):
-            r = rings[i]
+        for i in range(led.nrings):
+            r = led.rings[i]
             if r.own == r.published:
                 continue
-            if n == capacity:
+            if n == led.capacity:
                 return -1
-            self.mem.write(ledger, ENTRIES_OFFSET + ENTRY.size * n,
+            self.mem.write(led.ledger, ENTRIES_OFFSET + ENTRY.size * n,
                            ENTRY.pack(r.ledger_region, r.ledger_offset, r.index_bits // 8, 0, r.own))
             n += 1
-        for i in range(ndirty):
-            if n == capacity:
+        for i in range(led.ndirty):
+            if n == led.capacity:
                 return -1
-            self.mem.write(ledger, ENTRIES_OFFSET + ENTRY.size * n, ENTRY.pack(0, dirty[i], 8, 0, words[dirty[i]]))
+            word = led.dirty[i]
+            self.mem.write(led.ledger, ENTRIES_OFFSET + ENTRY.size * n, ENTRY.pack(0, word, 8, 0, led.words[word]))
             n += 1
         if n:
-            self.mem.write(ledger, 0, U64.pack(n))
+            self.mem.write(led.ledger, 0, U64.pack(n))
         return n
 
-    def ledger_apply(self, ledger: Any, rings: Any, nrings: int, ledger_words: Any, words: Any,
-                     dirty: Any, ndirty: int, dirty_flags: Any) -> None:
+    def ledger_apply(self, led: Any) -> None:
         self.obs.point()
-        for i in range(nrings):
-            r = rings[i]
+        for i in range(led.nrings):
+            r = led.rings[i]
             if r.own != r.published:
                 self._store_own(r)
                 r.published = r.own
-        shared = ffi.cast("uint8_t *", ledger_words)
-        for i in range(ndirty):
-            self.mem.write(shared, 8 * dirty[i], U64.pack(words[dirty[i]]))
-            dirty_flags[dirty[i]] = 0
-        self.mem.write(ledger, 0, U64.pack(0))
+        shared = ffi.cast("uint8_t *", led.shared_words)
+        for i in range(led.ndirty):
+            word = led.dirty[i]
+            self.mem.write(shared, 8 * word, U64.pack(led.words[word]))
+            led.dirty_flags[word] = 0
+        led.ndirty = 0
+        self.mem.write(led.ledger, 0, U64.pack(0))
 
 
 #: the sddf.atomic names the models replace (each is also a C function of _ring.c)
