@@ -80,6 +80,8 @@ void ring_advance(sddf_ring *r, uint32_t count)
     r->own = (r->own + count) & ring_mask(r);
     if (!r->staged)
         ring_store_own(r);
+    else if (r->pending)
+        *r->pending = 1;
 }
 
 /* Copy count entries from our index on, entry i at slot i % capacity, in contiguous runs: a run
@@ -264,6 +266,7 @@ void ledger_apply(sddf_ledger *l)
         l->dirty_flags[l->dirty[i]] = 0;
     }
     l->ndirty = 0;
+    *l->pending = 0;
     __atomic_store_n((uint64_t *)l->ledger, 0, __ATOMIC_RELEASE);
 }
 

@@ -42,6 +42,7 @@ typedef struct {
        `own` only, and ledger_apply publishes it; where its index lives, for the journal */
     uint32_t staged, published;
     uint32_t ledger_region, ledger_offset;
+    uint8_t *pending;        /* a staged ring sets its ledger's pending mark when it moves */
 } sddf_ring;
 
 long ring_refresh(sddf_ring *r);
@@ -63,6 +64,7 @@ typedef struct {
     uint32_t *dirty;         /* the words changed since the last commit */
     uint32_t ndirty;
     uint8_t *dirty_flags;    /* per word: listed in dirty */
+    uint8_t *pending;        /* set when a tracked ring moves; cleared by ledger_apply */
 } sddf_ledger;
 
 long ledger_journal(sddf_ledger *l);

@@ -83,6 +83,9 @@ class Ledger:
         #: everything the C commit needs, in one struct (one argument per call)
         self._c = atomic.new_ledger(self._ptr, self._capacity, self._shared_words_ptr, self._mirror_ptr,
                                     self._dirty_ptr, self._dirty_flags_ptr)
+        #: set (in C) when a tracked ring moves, cleared by a commit: nothing to commit while clear
+        self._pending = atomic.ffi.new("uint8_t[1]")
+        self._c.pending = self._pending
         #: commits that published something (the loop tells productive wake-ups by it)
         self.commits = 0
         self._rings: list[Any] = []
@@ -128,7 +131,7 @@ class Ledger:
         for end in ends:
             r = end._ring
             r.ledger_region, r.ledger_offset = self._locate(end, r)
-            r.staged, r.published = 1, r.own
+            r.staged, r.published, r.pending = 1, r.own, self._pending
             self._rings.append(r)
             if "signal_needed" in vars(end):  # the signalling side: publish before looking at the flag
                 end.signal_needed = _committing(self, end.signal_needed)  # type: ignore[method-assign]
@@ -161,6 +164,8 @@ class Ledger:
 
     def commit(self) -> None:
         """Publish every staged index and changed word as one journalled step."""
+        if not (self._pending[0] or self._ndirty):
+            return  # nothing moved or changed (most calls: cheaper than asking C)
         n = atomic.ledger_journal(self._c)
         if n <= 0:
             if n < 0:

@@ -131,6 +131,8 @@ class Models:
         r.own = (r.own + count) & MASKS[r.index_bits]
         if not r.staged:
             self._store_own(r)
+        elif r.pending:
+            r.pending[0] = 1
 
     def ring_advance(self, r: Any, count: int) -> None:
         self.obs.point()
@@ -269,6 +271,7 @@ class Models:
             self.mem.write(shared, 8 * word, U64.pack(led.words[word]))
             led.dirty_flags[word] = 0
         led.ndirty = 0
+        led.pending[0] = 0
         self.mem.write(led.ledger, 0, U64.pack(0))
 
 
