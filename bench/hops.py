@@ -5,7 +5,9 @@ incoming queue, an enqueue on the outgoing one and, under sDDF's signalling prot
 the next stage (blocking, never polling). Three implementations of the same ring, taking turns:
 
 * ``framework`` — N PDs (bench/hop_components.py: real Components, ledgers and the monitor,
-  ``sddf run bench/systems/hops_chain.py``);
+  ``sddf run bench/systems/hops_chain.py``); ``framework-poll`` the same with every PD's bounded
+  poll at 50 µs (``ProtectionDomain.poll_us``, ``sddf run --poll-us``): for a machine with a core
+  per PD, which this one (2 vCPUs) is only at N = 2;
 * ``bare``      — N plain Python processes (bench/hops_bare.py: the same queue layout and
   atomics, a blocking eventfd read, no framework);
 * ``c``         — the same in C (bench/c/hops.c).
@@ -16,7 +18,8 @@ of bare Python splits a hop into its steps (wake → handler, dequeue, enqueue, 
 asleep, and the kernel's wake-up of the next stage), and ``perf stat`` (if installed) counts
 cycles, instructions and cache misses per hop where the machine has the counters (a VM often has
 not), and context switches and migrations. Ratios (``--json``): ``hop_p50_vs_bare`` (≤ 1.5, the
-worse of plain and PM-QoS; each also as ``…_plain`` / ``…_pmqos``) and ``hop_cpu_vs_bare`` (≤ 1.5).
+worse of plain and PM-QoS; each also as ``…_plain`` / ``…_pmqos``) and ``hop_cpu_vs_bare`` (≤ 1.5);
+the poll's ``hop_p50_poll_vs_bare_nN`` and ``hop_cpu_poll_vs_bare_nN`` are reported.
 
 Stages are pinned round robin to two CPUs by default (``--cpus``), the same for all three: left
 to the scheduler, placement alone moves a ring's median by 1.5× from one run to the next.
@@ -49,7 +52,8 @@ from _common import Target, console, print_table
 
 REPO = _common.BENCH_DIR.parent
 CHAIN_SYSTEM = _common.BENCH_DIR / "systems" / "hops_chain.py"
-IMPLS = ("framework", "bare", "c")
+IMPLS = ("framework", "framework-poll", "bare", "c")
+POLL_US = 50  # framework-poll: every PD's bounded poll
 MODES = ("plain", "pmqos")
 BREAKDOWN_N = 5
 START_S = 30.0
@@ -67,6 +71,7 @@ class Plan:
     ns: tuple[int, ...]
     rounds: int
     warmup: int
+    reps: int = 1  # runs of each ring, taking turns: its figures are the medians over them
     cpus: str = ""  # stage k runs on the k-th of these (round robin); "": where the scheduler puts it
 
 
@@ -87,12 +92,31 @@ class Run:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+@dataclass
+class Point:
+    """One ring's figures (ns per hop): the medians over its runs."""
+
+    impl: str
+    mode: str
+    n: int
+    p50: float
+    p99: float
+    cpu: float
+
+    @classmethod
+    def of(cls, runs: list[Run]) -> "Point":
+        first = runs[0]
+        return cls(first.impl, first.mode, first.n, statistics.median(r.p(0.5) for r in runs),
+                   statistics.median(r.p(0.99) for r in runs), statistics.median(r.cpu_per_hop_ns for r in runs))
+
+
 # ---- launching one ring ------------------------------------------------------------------------
 def command(impl: str, n: int, plan: Plan, out: Path, run_dir: str) -> tuple[list[str], dict[str, str]]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH")))),
                HOPS_CPUS=plan.cpus)
-    if impl == "framework":
-        env.update(HOPS_N=str(n), HOPS_ROUNDS=str(plan.rounds), HOPS_WARMUP=str(plan.warmup))
+    if impl.startswith("framework"):
+        env.update(HOPS_N=str(n), HOPS_ROUNDS=str(plan.rounds), HOPS_WARMUP=str(plan.warmup),
+                   HOPS_POLL_US=str(POLL_US if impl == "framework-poll" else 0))
         return [sys.executable, "-m", "sddf.cli", "run", str(CHAIN_SYSTEM), "--run-dir", run_dir], env
     if impl == "bare":
         return [sys.executable, str(_common.BENCH_DIR / "hops_bare.py"), str(n), str(plan.rounds),
@@ -104,7 +128,7 @@ def command(impl: str, n: int, plan: Plan, out: Path, run_dir: str) -> tuple[lis
 def stages_of(proc: psutil.Process, impl: str) -> list[psutil.Process]:
     """The ring's processes: the monitor's PD children (not the monitor), or the program and its children."""
     children = proc.children(recursive=True)
-    return children if impl == "framework" else [proc, *children]
+    return children if impl.startswith("framework") else [proc, *children]
 
 
 def cpu_ns(procs: list[psutil.Process]) -> float:
@@ -259,17 +283,24 @@ def breakdown(run: Run) -> dict[str, float]:
 
 
 # ---- the run ----------------------------------------------------------------------------------------
-def measure(plan: Plan, out: Path) -> list[Run]:
-    runs = []
-    for mode in MODES:
-        with (_common.pm_qos(0) if mode == "pmqos" else contextlib.nullcontext("off")) as held:
-            console.print(f"mode {mode}: PM-QoS {held}")
-            for n in plan.ns:
-                for impl in IMPLS:
-                    runs.append(run_ring(impl, mode, n, plan, out, perf=n == BREAKDOWN_N and mode == "plain"))
-                    console.print(f"  N={n} {impl:9s} p50/hop {runs[-1].p(0.5) / 1e3:6.1f} µs  "
-                                  f"CPU/hop {runs[-1].cpu_per_hop_ns / 1e3:6.1f} µs")
-    return runs
+def measure(plan: Plan, out: Path) -> list[Point]:
+    runs: dict[tuple[str, str, int], list[Run]] = {}
+    for rep in range(plan.reps):
+        for mode in MODES:
+            with (_common.pm_qos(0) if mode == "pmqos" else contextlib.nullcontext("off")) as held:
+                console.print(f"run {rep + 1}/{plan.reps}, mode {mode}: PM-QoS {held}")
+                for n in plan.ns:
+                    for impl in IMPLS:
+                        run = run_ring(impl, mode, n, plan, out)
+                        runs.setdefault((impl, mode, n), []).append(run)
+                        console.print(f"  N={n} {impl:14s} p50/hop {run.p(0.5) / 1e3:6.1f} µs  "
+                                      f"CPU/hop {run.cpu_per_hop_ns / 1e3:6.1f} µs")
+    return [Point.of(r) for r in runs.values()]
+
+
+def perf_counts(plan: Plan, out: Path) -> dict[str, dict[str, float]]:
+    """perf stat per hop for each ring at N = BREAKDOWN_N (runs of their own: perf adds to every switch)."""
+    return {impl: run_ring(impl, "plain", BREAKDOWN_N, plan, out, perf=True).perf for impl in IMPLS}
 
 
 def traced(plan: Plan, out: Path) -> dict[str, Run]:
@@ -277,39 +308,44 @@ def traced(plan: Plan, out: Path) -> dict[str, Run]:
         return {impl: run_ring(impl, "pmqos", BREAKDOWN_N, plan, out, trace=True) for impl in ("framework", "bare")}
 
 
-def ratios_of(runs: list[Run]) -> dict[str, float]:
-    at = {(r.impl, r.mode): r for r in runs if r.n == BREAKDOWN_N}
+def ratios_of(points: list[Point]) -> dict[str, float]:
+    at = {(p.impl, p.mode, p.n): p for p in points}
     ratios = {}
     for mode in MODES:
-        fw, bare = at[("framework", mode)], at[("bare", mode)]
-        ratios[f"hop_p50_vs_bare_{mode}"] = fw.p(0.5) / bare.p(0.5)
-        ratios[f"hop_cpu_vs_bare_{mode}"] = fw.cpu_per_hop_ns / bare.cpu_per_hop_ns
-        ratios[f"hop_p50_vs_c_{mode}"] = fw.p(0.5) / at[("c", mode)].p(0.5)
+        fw, bare = at[("framework", mode, BREAKDOWN_N)], at[("bare", mode, BREAKDOWN_N)]
+        ratios[f"hop_p50_vs_bare_{mode}"] = fw.p50 / bare.p50
+        ratios[f"hop_cpu_vs_bare_{mode}"] = fw.cpu / bare.cpu
+        ratios[f"hop_p50_vs_c_{mode}"] = fw.p50 / at[("c", mode, BREAKDOWN_N)].p50
+    for n in sorted({p.n for p in points}):  # where each PD has a core (N = 2) and where they share
+        fw, poll, bare = at[("framework", "plain", n)], at[("framework-poll", "plain", n)], at[("bare", "plain", n)]
+        ratios[f"hop_p50_vs_bare_n{n}"] = fw.p50 / bare.p50
+        ratios[f"hop_p50_poll_vs_bare_n{n}"] = poll.p50 / bare.p50
+        ratios[f"hop_cpu_poll_vs_bare_n{n}"] = poll.cpu / bare.cpu
     ratios["hop_p50_vs_bare"] = max(ratios[f"hop_p50_vs_bare_{m}"] for m in MODES)
     ratios["hop_cpu_vs_bare"] = ratios["hop_cpu_vs_bare_plain"]
     return ratios
 
 
-def report(runs: list[Run], steps: dict[str, dict[str, float]]) -> None:
-    print_table("Per hop, one descriptor in flight (µs)", ["N", "mode", "impl", "p50", "p99", "CPU"],
-                [[str(r.n), r.mode, r.impl, f"{r.p(0.5) / 1e3:.1f}", f"{r.p(0.99) / 1e3:.1f}",
-                  f"{r.cpu_per_hop_ns / 1e3:.1f}"] for r in sorted(runs, key=lambda r: (r.n, r.mode, IMPLS.index(r.impl)))])
+def report(points: list[Point], steps: dict[str, dict[str, float]], perf: dict[str, dict[str, float]],
+           reps: int) -> None:
+    print_table(f"Per hop, one descriptor in flight (µs, medians of {reps} runs)", ["N", "mode", "impl", "p50", "p99", "CPU"],
+                [[str(p.n), p.mode, p.impl, f"{p.p50 / 1e3:.1f}", f"{p.p99 / 1e3:.1f}", f"{p.cpu / 1e3:.1f}"]
+                 for p in sorted(points, key=lambda p: (p.n, p.mode, IMPLS.index(p.impl)))])
     labels = list(next(iter(steps.values())))
     print_table(f"Where a hop's time goes, N = {BREAKDOWN_N}, PM-QoS held (median µs)", ["step", *steps],
                 [[label, *(f"{steps[impl][label]:.2f}" for impl in steps)] for label in labels])
-    perf = [r for r in runs if r.perf]
-    if perf:
-        events = [e for e in PERF_EVENTS.split(",") if any(e in r.perf for r in perf)]
+    events = [e for e in PERF_EVENTS.split(",") if any(e in counts for counts in perf.values())]
+    if events:
         print_table(f"perf stat per hop, N = {BREAKDOWN_N}, plain", ["impl", *events],
-                    [[r.impl, *(f"{r.perf.get(e, 0):,.2f}" for e in events)] for r in perf])
+                    [[impl, *(f"{counts.get(e, 0):,.2f}" for e in events)] for impl, counts in perf.items()])
 
 
-def plot(runs: list[Run], path: Path) -> None:
+def plot(points: list[Point], path: Path) -> None:
     series = {}
     for impl in IMPLS:
         for mode in MODES:
-            chosen = sorted((r for r in runs if r.impl == impl and r.mode == mode), key=lambda r: r.n)
-            series[f"{impl} ({mode})"] = ([r.n for r in chosen], [r.p(0.5) / 1e3 for r in chosen])
+            chosen = sorted((p for p in points if p.impl == impl and p.mode == mode), key=lambda p: p.n)
+            series[f"{impl} ({mode})"] = ([p.n for p in chosen], [p.p50 / 1e3 for p in chosen])
     _common.save_plot(path, series, title="Per-hop p50 latency in a ring of N processes", xlabel="N (stages)",
                       ylabel="µs per hop", logx=False, logy=True, dotted=[f"{i} (pmqos)" for i in IMPLS])
 
@@ -323,20 +359,21 @@ def main() -> int:
     out = _common.out_dir(args.out)
     pair = _common.two_cpus()
     cpus = "" if args.cpus == "none" else args.cpus or (",".join(map(str, pair)) if pair else "")
-    plan = Plan((2, 5), 1000, 100, cpus) if args.quick else Plan((2, 3, 4, 5, 6), 3000, 300, cpus)
+    plan = Plan((2, 5), 1000, 100, 1, cpus) if args.quick else Plan((2, 3, 4, 5, 6), 3000, 300, 3, cpus)
     console.print(f"{_common.busy_note()}; stages pinned to CPUs {cpus or 'none (scheduler)'}")
-    runs = measure(plan, out)
-    trace_runs = traced(Plan((BREAKDOWN_N,), plan.rounds, plan.warmup, cpus), out)
+    points = measure(plan, out)
+    one = Plan((BREAKDOWN_N,), plan.rounds, plan.warmup, 1, cpus)
+    trace_runs = traced(one, out)
+    perf = perf_counts(one, out)
     steps = {impl: breakdown(run) for impl, run in trace_runs.items()}
-    report(runs, steps)
-    ratios = ratios_of(runs)
+    report(points, steps, perf, plan.reps)
+    ratios = ratios_of(points)
     met = _common.check_targets(ratios, TARGETS)
-    plot(runs, out / "hops.png")
+    plot(points, out / "hops.png")
     if args.json:
-        figures = {"runs": [{"impl": r.impl, "mode": r.mode, "n": r.n, "p50_us": r.p(0.5) / 1e3,
-                             "p99_us": r.p(0.99) / 1e3, "cpu_per_hop_us": r.cpu_per_hop_ns / 1e3,
-                             "perf_per_hop": r.perf} for r in runs],
-                   "breakdown_us": steps}
+        figures = {"points": [{"impl": p.impl, "mode": p.mode, "n": p.n, "p50_us": p.p50 / 1e3,
+                               "p99_us": p.p99 / 1e3, "cpu_per_hop_us": p.cpu / 1e3} for p in points],
+                   "breakdown_us": steps, "perf_per_hop": perf, "cpus": cpus, "runs_per_point": plan.reps}
         _common.write_json(args.json, ratios, figures, targets=met)
     return 0
 

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <errno.h>
 #include <unistd.h>
+#include <time.h>
 #include <sys/epoll.h>
 #include <sys/timerfd.h>
 #include "_ring.h"
@@ -278,8 +279,46 @@ static void pd_beat(pd_waiter *w)
         __atomic_store_n((uint64_t *)w->heartbeat, ++w->beats, __ATOMIC_RELEASE);
 }
 
+static int64_t pd_now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+static inline void pd_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
+
+/* The bounded poll: spin up to poll_ns watching the notification words (and, every so often,
+   epoll without sleeping, for irqs and callbacks). Returns the events epoll reported (> 0), or 0
+   when the time ran out (or -errno). A word found set is taken through epoll like any wake (its
+   notifier writes the eventfd just after setting it: until then the spin goes on). */
+static int pd_poll(pd_waiter *w, struct epoll_event *events, int max)
+{
+    int64_t deadline = pd_now_ns() + w->poll_ns;
+    for (uint32_t spins = 1;; spins++) {
+        int look = (spins & 63) == 0;
+        for (uint32_t i = 0; i < w->npoll && !look; i++)
+            look = __atomic_load_n((uint64_t *)w->poll_words[i], __ATOMIC_ACQUIRE) != 0;
+        if (look) {
+            int n = epoll_wait(w->epfd, events, max, 0);
+            if (n != 0)
+                return n < 0 ? (errno == EINTR ? 0 : -errno) : n;
+        }
+        if ((spins & 15) == 0 && pd_now_ns() >= deadline)
+            return 0;
+        pd_relax();
+    }
+}
+
 /* Mark the PD out of its handlers (heartbeat even), sleep in epoll until something is ready (or
-   `timeout_ms`: -1 for ever), then mark it in them (odd). Fill `out` with what woke it: the
+   `timeout_ms`: -1 for ever; with poll_ns, after the bounded poll), then mark it in them (odd). Fill `out` with what woke it: the
    channel of each notification whose pending word this claimed and of each irq that fired, and
    -(fd + 1) for each callback fd (the publish timer among them: it is read and disarmed here).
    The first wake by anything but that timer arms it. Returns the count, or -errno. */
@@ -290,7 +329,11 @@ int pd_wait(pd_waiter *w, int timeout_ms, int32_t *out, int max)
         max = 64;
     if (w->beats & 1)
         pd_beat(w);
-    int n = epoll_wait(w->epfd, events, max, timeout_ms);
+    int n = w->poll_ns > 0 && timeout_ms != 0 ? pd_poll(w, events, max) : 0;
+    if (n < 0)
+        return n;
+    if (n == 0)
+        n = epoll_wait(w->epfd, events, max, timeout_ms);
     if (n < 0)
         return errno == EINTR ? 0 : -errno;
     int k = 0, woken = 0;  /* woken: by something other than the publish timer */

@@ -86,6 +86,9 @@ typedef struct {
     int timerfd;             /* the counters' publish timer (-1: none), armed by the first wake after a publish */
     int timer_armed;
     int64_t period_ns;
+    int64_t poll_ns;         /* spin this long before sleeping (0: never), watching poll_words */
+    uint8_t **poll_words;    /* the pending words of the notifications */
+    uint32_t npoll;
 } pd_waiter;
 
 int pd_wait(pd_waiter *w, int timeout_ms, int32_t *out, int max);

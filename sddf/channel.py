@@ -145,6 +145,8 @@ class Waiter:
         self._sources = atomic.ffi.new("pd_source[]", 0)
         self._out = atomic.ffi.new("int32_t[]", MAX_EVENTS)
         self._anchors: list[Any] = []  # what the sources' and heartbeat's bare pointers point into
+        self._words: list[Any] = []  # the notifications' pending words (what a bounded poll watches)
+        self._poll_words = atomic.ffi.new("uint8_t *[]", 0)
 
     def _source(self, fd: int, kind: int, channel: int = -1, word: Any = atomic.NULL) -> None:
         if fd >= len(self._sources):
@@ -157,6 +159,9 @@ class Waiter:
     def add_notification(self, channel: int, notification: Notification) -> None:
         self._anchors.append(notification)  # the source holds a bare pointer into its words
         self._source(notification.fileno(), SOURCE_NOTIFICATION, channel, notification.word)
+        self._words.append(notification.word)
+        self._poll_words = atomic.ffi.new("uint8_t *[]", self._words)
+        self._c.poll_words, self._c.npoll = self._poll_words, len(self._words)
         self._epoll.register(notification.fileno(), select.EPOLLIN | select.EPOLLET)
 
     def add_irq(self, channel: int, fd: int, events: int = select.EPOLLIN) -> bool:
@@ -186,6 +191,12 @@ class Waiter:
         self._anchors.append(base)
         self._c.heartbeat = base + offset
         self._c.beats = atomic.load_acquire_u64(base, offset) & ~1
+
+    def poll_for(self, poll_us: int) -> None:
+        """Before each sleep, spin up to ``poll_us`` µs watching the notification words (and, now
+        and then, the other fds without sleeping): a wake without the kernel's sleep and wake-up,
+        at the price of a core kept busy that long after each handler (0: never spin)."""
+        self._c.poll_ns = poll_us * 1000
 
     def enter(self) -> None:
         """Mark the PD in a handler outside a wait (its init)."""
@@ -219,7 +230,13 @@ class Waiter:
         return channels
 
     def close(self) -> None:
+        """Close the epoll set and the publish timer, and let go of the notifications (so their
+        channel ends can close)."""
         self._epoll.close()
         if self._c.timerfd >= 0:
             os.close(self._c.timerfd)
             self._c.timerfd = -1
+        self._c.nsources = self._c.npoll = 0
+        self._c.heartbeat = atomic.NULL
+        self._anchors.clear()
+        self._words.clear()

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from sddf.control import ControlError, Reply, Request, default_run_dir, only_running_system, request
 from sddf.runtime import PR_SET_PDEATHSIG
-from sddf.system import InvalidSystem, SystemDescription, not_found
+from sddf.system import MAX_POLL_US, InvalidSystem, SystemDescription, not_found
 
 SYSTEM_HELP = ("a system file (a Python file defining system() -> SystemDescription, "
                "like sdfgen's meta.py) or the name of a bundled system (e.g. 'timer', 'pingpong')")
@@ -99,13 +99,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sddf.devices import DeviceError
     from sddf.monitor import Monitor
 
+    if args.poll_us is not None and not 0 <= args.poll_us <= MAX_POLL_US:
+        print(f"sddf: --poll-us {args.poll_us}: choose a whole number of µs in [0, {MAX_POLL_US}]", file=sys.stderr)
+        return 2
     if args.netns:
         return run_in_netns(args)
     try:
         sdf = load_system(args.system)
         if (path := system_file(args.system)) is not None:
             _pass_on_import_path(path)
-        monitor = Monitor(sdf, run_dir=args.run_dir, shm=args.shm)
+        monitor = Monitor(sdf, run_dir=args.run_dir, shm=args.shm, poll_us=args.poll_us)
         print(f"sddf: running system {sdf.name!r} ({len(sdf.pds)} PDs); Ctrl-C stops it", file=sys.stderr)
         return monitor.run(duration=args.duration)
     except DeviceError as exc:
@@ -124,6 +127,8 @@ def run_in_netns(args: argparse.Namespace) -> int:
     inner = [sys.executable, "-m", "sddf.cli", "run", args.system, "--shm", args.shm, "--run-dir", args.run_dir]
     if args.duration is not None:
         inner += ["--duration", str(args.duration)]
+    if args.poll_us is not None:
+        inner += ["--poll-us", str(args.poll_us)]
     if not can_make_named():
         print("sddf: not root: running in an unprivileged user+network namespace (unshare -rn); "
               "enter it with `nsenter -U -n -t <monitor pid> --preserve-credentials`", file=sys.stderr)
@@ -316,6 +321,10 @@ def parser() -> argparse.ArgumentParser:
               "(Ctrl-C stops everything and cleans up)", system=True)
     add_run_dir(run)
     run.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    run.add_argument("--poll-us", type=int, metavar="N", default=None,
+                     help="every PD spins up to N µs before each sleep (a bounded poll, for machines with a "
+                          "core per PD: it trades a busy core for the kernel's wake-up; default: each PD's "
+                          "poll_us, 0)")
     run.add_argument("--netns", action="store_true",
                      help="run inside a fresh network namespace (for TAP devices), removed on exit; if this "
                           "command is killed, even by SIGKILL, the system stops and removes the namespace; "

@@ -103,6 +103,7 @@ class Component:
             # publishing, both kept by the wait (off the handlers' path)
             self._waiter.beat_on(self.__stats_page.view, HEARTBEAT_OFFSET)
             self._waiter.publish_with(new_timerfd(), STATS_PERIOD_S, self.__publish_stats)
+        self._waiter.poll_for(pd.poll_us)
         for ch, grant in pd.channels.items():
             end = ChannelEnd.attach(_end_fds(grant))
             self.__channels[ch] = end

@@ -70,6 +70,7 @@ class PdConfig:
     app: dict[str, Any] = field(default_factory=dict)
     allow: list[str] = field(default_factory=list)  # what it may do after init (sddf.sandbox)
     memory_bytes: int | None = None  # its cap on private memory
+    poll_us: int = 0  # its bounded poll before each sleep (sddf.channel.Waiter.poll_for)
     kill_at_write: int = 0  # fault injection: SIGKILL itself before this shared-memory write (sddf.faults)
 
     def fds(self) -> list[int]:

@@ -38,7 +38,7 @@ from sddf.ppc import CallPath
 from sddf.ledger import ledger_size
 from sddf.occupancy import occupancy
 from sddf.stats import PUBLISH_SIGNAL, STATS_SIZE, heartbeat, read_stats, sequence
-from sddf.system import Channel, ProtectionDomain, SystemDescription, load_program
+from sddf.system import MAX_POLL_US, Channel, ProtectionDomain, SystemDescription, load_program
 
 STOP_GRACE_S = 1.0
 CONSOLE_KINDS = ("serial.driver", "serial.virt_tx")
@@ -123,15 +123,19 @@ class Monitor:
 
     def __init__(self, sdf: SystemDescription, log: Callable[[str], None] | None = None,
                  devices: Callable[[str], int] = open_device, run_dir: str | None = None,
-                 shm: Backend = "memfd") -> None:
+                 shm: Backend = "memfd", poll_us: int | None = None) -> None:
         """``devices`` opens the host device an irq source names (``sddf.testing`` fakes them);
         the control socket goes in ``run_dir`` (default: :func:`sddf.control.default_run_dir`);
-        ``shm`` is the backend of the system's memory regions."""
+        ``shm`` is the backend of the system's memory regions; ``poll_us``, if given, is every
+        PD's bounded poll in place of its own (``ProtectionDomain.poll_us``)."""
         sdf.check()
         #: the serial path (drivers, virt_tx): stopped last, once the others' output is printed (a
         #: swap keeps a PD's kind)
         self._console_pds = {pd.name for pd in sdf.pds if load_program(pd.program).kind in CONSOLE_KINDS}
         self.sdf = sdf
+        if poll_us is not None and not 0 <= poll_us <= MAX_POLL_US:
+            raise ValueError(f"poll_us {poll_us} must be in [0, {MAX_POLL_US}]")
+        self.poll_us = poll_us
         self.log = log or log_to_stderr
         self._open_device = devices
         self.run_dir = default_run_dir() if run_dir is None else run_dir
@@ -156,7 +160,8 @@ class Monitor:
             if region.posix_name is not None:
                 self.log(f"monitor: memory region {mr.name!r} is shared as {region.posix_name}")
         configs = {pd.name: PdConfig(pd.name, pd.program, pd.priority, pd.cpu, -1, app=dict(pd.config),
-                                     allow=list(pd.allow), memory_bytes=pd.memory_bytes)
+                                     allow=list(pd.allow), memory_bytes=pd.memory_bytes,
+                                     poll_us=pd.poll_us if self.poll_us is None else self.poll_us)
                    for pd in self.sdf.pds}
         for pd in self.sdf.pds:
             cfg = configs[pd.name]

@@ -27,6 +27,7 @@ MAX_NAME = 64  # system, PD and region names: they end up in file, socket and pr
 MAX_REGION_SIZE_ENV = "SDDF_MAX_REGION_SIZE"
 DEFAULT_MAX_REGION_SIZE = 16 << 30
 MAX_LEDGER_WORDS = 1 << 20
+MAX_POLL_US = 1_000_000  # a bounded poll spins at most a second
 SIZE_SUFFIXES = {"K": 10, "M": 20, "G": 30, "T": 40}
 SEND_ERRORS = (TypeError, ValueError, OverflowError)  # what msgpack (or dataclasses.asdict) raises
 FaultPolicy = Literal["stop", "restart"]
@@ -80,6 +81,7 @@ class ProtectionDomain:
     allow: tuple[str, ...] = ()  # what it may do after init: "files", "sockets", "exec" (sddf.sandbox)
     memory_bytes: int | None = None  # a cap on its private memory (shared regions do not count)
     ledger_words: int = 0  # words of state its ledger keeps across restarts (sddf.ledger; set by wiring)
+    poll_us: int = 0  # spin this long before each sleep (for a PD with a core of its own; 0: never)
     config: dict[str, Any] = field(default_factory=dict)
     maps: list[Map] = field(default_factory=list)
     children: dict[int, "ProtectionDomain"] = field(default_factory=dict)
@@ -429,6 +431,8 @@ def _check_pd(pd: ProtectionDomain, regions: list[MemoryRegion]) -> list[str]:
         problems.append(f"PD {pd.name!r}: ledger_words {pd.ledger_words} must be in [0, {MAX_LEDGER_WORDS}]")
     if pd.memory_bytes is not None and pd.memory_bytes <= 0:
         problems.append(f"PD {pd.name!r}: memory_bytes {pd.memory_bytes} must be positive")
+    if not (type(pd.poll_us) is int and 0 <= pd.poll_us <= MAX_POLL_US):
+        problems.append(f"PD {pd.name!r}: poll_us {pd.poll_us!r} must be a whole number of µs in [0, {MAX_POLL_US}]")
     if pd.max_restarts < 0 or pd.restart_window_s <= 0:
         problems.append(f"PD {pd.name!r}: max_restarts {pd.max_restarts} must be ≥ 0 and restart_window_s "
                         f"{pd.restart_window_s} > 0")

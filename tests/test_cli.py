@@ -224,3 +224,11 @@ def test_stop_ends_the_run_cleanly(pingpong: Running) -> None:
     assert pingpong.proc.wait(10) == 0
     assert "faulted" not in pingpong.rest()
     assert not list(pingpong.run_dir.iterdir()), "the control socket was left behind"
+
+
+def test_run_refuses_a_poll_outside_its_range_and_runs_with_one() -> None:
+    refused = sddf("run", "pingpong", "--poll-us", "-5")
+    assert refused.returncode == 2 and "--poll-us -5" in refused.stderr
+    polled = sddf("run", "pingpong", "--poll-us", "100", "--duration", "2")
+    assert polled.returncode == 0, polled.stderr
+    assert "pong" in polled.stdout + polled.stderr

@@ -378,3 +378,10 @@ def test_max_restarts_must_not_be_negative() -> None:
     restarting = pd("restarting")
     restarting.max_restarts = -1
     only_problem(system(restarting), "'restarting'", "max_restarts -1")
+
+
+@pytest.mark.parametrize("poll_us", [-1, 1_000_001, 2.5, True])
+def test_poll_us_is_whole_microseconds_up_to_a_second(poll_us: object) -> None:
+    bad = pd("a")
+    bad.poll_us = poll_us  # type: ignore[assignment]
+    assert any("poll_us" in p for p in problems(system(bad))), problems(system(bad))

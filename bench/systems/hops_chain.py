@@ -2,7 +2,8 @@
 
 Stage k's outgoing queue is stage k+1's incoming one (stage N-1's goes back to stage 0); each has
 its own region and a channel. $HOPS_ROUNDS timed trips after $HOPS_WARMUP untimed ones;
-$HOPS_TRACE=1 runs the traced stages; $HOPS_CPUS ("0,1") pins stage k to the k-th, round robin.
+$HOPS_TRACE=1 runs the traced stages; $HOPS_CPUS ("0,1") pins stage k to the k-th, round robin;
+$HOPS_POLL_US is every stage's bounded poll (``ProtectionDomain.poll_us``).
 """
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ def system() -> SystemDescription:
     sdf = SystemDescription(f"hops{n}")
     size = -(-queue_size(CAPACITY) // PAGE_SIZE) * PAGE_SIZE
     cpus = [int(c) for c in os.environ.get("HOPS_CPUS", "").split(",") if c]
-    stages = [sdf.add_pd(ProtectionDomain(f"stage{k}", program, priority=100, cpu=cpus[k % len(cpus)] if cpus else None))
+    poll_us = int(os.environ.get("HOPS_POLL_US", "0"))
+    stages = [sdf.add_pd(ProtectionDomain(f"stage{k}", program, priority=100, cpu=cpus[k % len(cpus)] if cpus else None,
+                                          poll_us=poll_us))
               for k in range(n)]
     for k, stage in enumerate(stages):
         nxt = stages[(k + 1) % n]
