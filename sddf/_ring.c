@@ -271,6 +271,15 @@ void ledger_apply(sddf_ledger *l)
     __atomic_store_n((uint64_t *)l->ledger, 0, __ATOMIC_RELEASE);
 }
 
+/* Journal, then apply (one call where nothing needs a point between them; sddf.faults splits it). */
+long ledger_commit(sddf_ledger *l)
+{
+    long n = ledger_journal(l);
+    if (n > 0)
+        ledger_apply(l);
+    return n;
+}
+
 /* ---- a PD's wait --------------------------------------------------------------------------- */
 
 static void pd_beat(pd_waiter *w)

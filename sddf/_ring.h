@@ -69,6 +69,7 @@ typedef struct {
 
 long ledger_journal(sddf_ledger *l);
 void ledger_apply(sddf_ledger *l);
+long ledger_commit(sddf_ledger *l);
 
 /* A PD's wait (sddf/channel.py's Waiter): one epoll set and what each fd in it is. */
 typedef struct {

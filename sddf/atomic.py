@@ -34,6 +34,7 @@ ring_claim_signal = lib.ring_claim_signal  # fence, then take a requested signal
 # a PD's ledger: journal a commit, then apply it (sddf/ledger.py)
 ledger_journal = lib.ledger_journal
 ledger_apply = lib.ledger_apply
+ledger_commit = lib.ledger_commit  # both in one call (sddf.faults and the simulator split it again)
 NULL = ffi.NULL
 
 LOADS = {16: load_acquire_u16, 32: load_acquire_u32, 64: load_acquire_u64}

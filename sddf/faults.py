@@ -29,12 +29,25 @@ def on_shared_writes(before: Callable[[], None]) -> Callable[[], None]:
             before()
             return original(*args)
         return write
+    commit = atomic.ledger_commit
+
     def undo() -> None:
         for name, original in originals.items():
             setattr(atomic, name, original)
+        atomic.ledger_commit = commit
     for name, original in originals.items():
         setattr(atomic, name, wrapped(original))
+    atomic.ledger_commit = split_commit  # a kill may fall between the journal and its apply
     return undo
+
+
+def split_commit(ledger: object) -> int:
+    """A ledger's commit as its two shared writes, each through ``sddf.atomic`` (so each can be
+    wrapped): the journal, then its apply."""
+    n = atomic.ledger_journal(ledger)
+    if n > 0:
+        atomic.ledger_apply(ledger)
+    return n
 
 
 def kill_self_at(write: int) -> None:

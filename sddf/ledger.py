@@ -166,12 +166,11 @@ class Ledger:
         """Publish every staged index and changed word as one journalled step."""
         if not (self._pending[0] or self._ndirty):
             return  # nothing moved or changed (most calls: cheaper than asking C)
-        n = atomic.ledger_journal(self._c)
+        n = atomic.ledger_commit(self._c)  # journal, then apply (which clears the C side's dirty list)
         if n <= 0:
             if n < 0:
                 raise LedgerError(f"PD {self._pd!r}: a commit does not fit its ledger's journal")
             return
-        atomic.ledger_apply(self._c)  # clears the C side's dirty list
         self._ndirty = 0
         self.commits += 1
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from sddf import atomic
+from sddf.faults import on_shared_writes
 from sddf.ledger import ENTRIES_OFFSET, ENTRY, Ledger, LedgerError, committed_words, ledger_size, region_id
 from sddf.net.queue import NetConsumer, NetProducer, queue_size
 
@@ -86,3 +87,22 @@ def test_an_end_outside_the_pds_regions_cannot_be_tracked() -> None:
     ledger = ledger_over(bytearray(ledger_size(WORDS)), queue())
     with pytest.raises(LedgerError, match="not in a region"):
         ledger.track(NetProducer("stray", bytearray(queue_size(CAPACITY)), CAPACITY))
+
+
+def test_under_fault_injection_a_commit_is_two_writes_the_journal_then_its_apply() -> None:
+    """A commit is one C call, except under sddf.faults, where a kill must be able to fall between
+    making the journal valid and applying it (what the restart's redo is for)."""
+    writes: list[int] = []
+    undo = on_shared_writes(lambda: writes.append(1))
+    try:
+        regions, memory = queue(), bytearray(ledger_size(WORDS))
+        producer = NetProducer("q", regions["q"], CAPACITY)
+        ledger = ledger_over(memory, regions)
+        ledger.track(producer)
+        producer.enqueue_many([(0, 1, 0)] * 2)
+        writes.clear()
+        ledger.commit()
+        assert len(writes) == 2
+    finally:
+        undo()
+    assert NetConsumer("q", regions["q"], CAPACITY).length() == 2

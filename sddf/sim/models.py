@@ -275,9 +275,16 @@ class Models:
         self.mem.write(led.ledger, 0, U64.pack(0))
 
 
+    def ledger_commit(self, led: Any) -> int:
+        n = self.ledger_journal(led)
+        if n > 0:
+            self.ledger_apply(led)
+        return n
+
+
 #: the sddf.atomic names the models replace (each is also a C function of _ring.c)
 CALLS = ("fence", "exchange_u64", "fetch_or_u64", "notify_word", "ring_refresh", "ring_advance", "ring_take",
-         "ring_put", "ring_request_recheck", "ring_claim_signal", "ledger_journal", "ledger_apply")
+         "ring_put", "ring_request_recheck", "ring_claim_signal", "ledger_journal", "ledger_apply", "ledger_commit")
 SIZES = {8: 1, 16: 2, 32: 4, 64: 8}
 
 
