@@ -21,17 +21,11 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include "net_desc.h"
 
 #define CAPACITY 512u
 #define BUFFER_SIZE 2048u
 
-struct desc {
-    uint64_t io_or_offset;
-    uint16_t len;
-    uint8_t oid;
-    uint8_t pad[5];
-};
-_Static_assert(sizeof(struct desc) == 16, "a net descriptor is 16 bytes");
 
 struct ring {
     uint16_t tail;  /* written by the producer only */
