@@ -327,10 +327,11 @@ static int pd_poll(pd_waiter *w, struct epoll_event *events, int max)
 }
 
 /* Mark the PD out of its handlers (heartbeat even), sleep in epoll until something is ready (or
-   `timeout_ms`: -1 for ever; with poll_ns, after the bounded poll), then mark it in them (odd). Fill `out` with what woke it: the
-   channel of each notification whose pending word this claimed and of each irq that fired, and
-   -(fd + 1) for each callback fd (the publish timer among them: it is read and disarmed here).
-   The first wake by anything but that timer arms it. Returns the count, or -errno. */
+   `timeout_ms`: -1 for ever; with poll_ns, after the bounded poll), then mark it in them (odd).
+   Fill `out` with what woke it: the channel of each notification whose pending word this claimed
+   and of each irq that fired, and -(fd + 1) for each callback fd (the publish timer among them:
+   it is read and disarmed here). The first wake by anything but that timer arms it. Returns the
+   count, or -errno (only before anything was claimed). */
 int pd_wait(pd_waiter *w, int timeout_ms, int32_t *out, int max)
 {
     struct epoll_event events[64];
@@ -351,30 +352,26 @@ int pd_wait(pd_waiter *w, int timeout_ms, int32_t *out, int max)
         pd_source *s = (uint32_t)fd < w->nsources ? &w->sources[fd] : NULL;
         if (!s || s->kind == 0)
             continue;
+        if (s->kind == 4) {  /* the publish timer: read (it cannot fail but EAGAIN), now disarmed */
+            uint64_t expiries;
+            (void)!read(fd, &expiries, sizeof expiries);
+            w->timer_armed = 0;
+            out[k++] = -(fd + 1);
+            continue;
+        }
+        woken = 1;
         if (s->kind == 1) {
             if (__atomic_exchange_n((uint64_t *)s->word, 0, __ATOMIC_ACQ_REL))
                 out[k++] = s->channel;
-        } else if (s->kind == 2) {
-            out[k++] = s->channel;
         } else {
-            if (s->kind == 4) {
-                uint64_t expiries;
-                if (read(fd, &expiries, sizeof expiries) < 0 && errno != EAGAIN)
-                    return -errno;
-                w->timer_armed = 0;
-                out[k++] = -(fd + 1);
-                continue;
-            }
-            out[k++] = -(fd + 1);
+            out[k++] = s->kind == 2 ? s->channel : -(fd + 1);
         }
-        woken = 1;
     }
     pd_beat(w);
     if (woken && !w->timer_armed && w->timerfd >= 0) {
+        /* a failure leaves it disarmed, to be tried at the next wake: never lose what was claimed */
         struct itimerspec spec = {{0, 0}, {w->period_ns / 1000000000, w->period_ns % 1000000000}};
-        if (timerfd_settime(w->timerfd, 0, &spec, NULL) < 0)
-            return -errno;
-        w->timer_armed = 1;
+        w->timer_armed = timerfd_settime(w->timerfd, 0, &spec, NULL) == 0;
     }
     return k;
 }
