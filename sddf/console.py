@@ -7,22 +7,29 @@ termination signals and waits for the pipe to reach end of file. Only the monito
 write end, so the guardian restores the terminal when the monitor ends however it ends — a
 normal exit, an exception, or SIGKILL. A normal exit restores at once (:func:`release`) and the
 guardian then leaves. A new pty (``serial:pty``) needs no guard: the monitor keeps its slave
-open (so the driver never reads EIO while nobody is attached) and prints where to attach.
+open (so the driver never reads EIO while nobody is attached) and prints where to attach; at
+release it lets a reader still attached take what was written before the pty goes.
 """
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import selectors
 import socket
+import struct
 import subprocess
 import sys
 import termios
 import threading
+import time
 from functools import partial
 from typing import Any, Callable
 
 RELAY_CHUNK = 0x10000  # bytes the stdio relay moves at a time
+PTY_DRAIN_S = 2.0      # at release, how long a pty's reader may take to read what was written
+PTY_IDLE_S = 0.1       # ... unless what waits stands still this long: nobody is reading
+PTY_POLL_S = 0.01
 GUARDIAN_EXIT_S = 5.0  # a released guardian restores and exits at once; never wait longer than this
 POSIX_VDISABLE = b"\0"  # a control character set to this does nothing (Linux)
 #: what the guardian runs: argv = tty fd, pipe read end, the saved termios (repr); it says it is
@@ -139,8 +146,30 @@ def open_pty() -> int:
         raise
     print(f"sddf: serial console on {path}; attach with one of:\n    picocom {path}\n    screen {path}",
           file=sys.stderr, flush=True)
-    _HELD[master] = partial(os.close, slave)
+    _HELD[master] = partial(_release_pty, slave)
     return master
+
+
+def _release_pty(slave: int) -> None:
+    """Close the monitor's hold on a pty's slave once a reader still attached has taken what was
+    written: closing the master hangs the slave up, and the kernel then drops its unread input.
+    Waits while what waits on the slave keeps moving (someone reads), at most PTY_DRAIN_S; not
+    at all once it stands still for PTY_IDLE_S (nobody reads)."""
+    deadline, waiting, still_since = time.monotonic() + PTY_DRAIN_S, _unread(slave), time.monotonic()
+    while waiting and time.monotonic() < deadline and time.monotonic() - still_since < PTY_IDLE_S:
+        time.sleep(PTY_POLL_S)
+        now = _unread(slave)
+        if now != waiting:
+            waiting, still_since = now, time.monotonic()
+    os.close(slave)
+
+
+def _unread(tty: int) -> int:
+    """Bytes waiting to be read on ``tty`` (0 if it cannot say)."""
+    try:
+        return struct.unpack("i", fcntl.ioctl(tty, termios.FIONREAD, b"\0\0\0\0"))[0]
+    except OSError:
+        return 0
 
 
 def open_console() -> int:

@@ -13,6 +13,7 @@ import select
 import signal
 import struct
 import termios
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -207,3 +208,49 @@ def test_a_new_pty_is_printed_and_its_slave_kept_open(capfd: pytest.CaptureFixtu
     assert closed.value.errno == errno.EIO
     os.close(fd)
 
+
+
+def _pty_with_output(capfd: pytest.CaptureFixture[str]) -> tuple[int, str, bytes]:
+    """A serial:pty device with as much written to it as it takes (up to 16 KiB): fd, slave path, bytes."""
+    fd = open_device("serial:pty")
+    path = capfd.readouterr().err.split("picocom ", 1)[1].split()[0]
+    data, written = bytes(range(256)) * 64, 0
+    while written < len(data):
+        try:
+            written += os.write(fd, data[written:])
+        except BlockingIOError:
+            break
+    assert written >= 4096
+    return fd, path, data[:written]
+
+
+def test_releasing_a_pty_lets_a_slow_reader_take_what_was_written(capfd: pytest.CaptureFixture[str]) -> None:
+    fd, path, written = _pty_with_output(capfd)
+    reader = os.open(path, os.O_RDONLY | os.O_NOCTTY)
+    got = bytearray()
+
+    def read_slowly() -> None:
+        while True:
+            try:
+                chunk = os.read(reader, 512)
+            except OSError:  # EIO: hung up
+                return
+            if not chunk:
+                return
+            got.extend(chunk)
+            time.sleep(0.005)
+    thread = threading.Thread(target=read_slowly)
+    thread.start()
+    console.release(fd)
+    os.close(fd)  # the hang-up: what the reader had not taken by now would be dropped
+    thread.join(5)
+    os.close(reader)
+    assert bytes(got) == written
+
+
+def test_releasing_a_pty_nobody_reads_does_not_wait_for_a_reader(capfd: pytest.CaptureFixture[str]) -> None:
+    fd, _path, _written = _pty_with_output(capfd)
+    start = time.monotonic()
+    console.release(fd)
+    os.close(fd)
+    assert time.monotonic() - start < console.PTY_DRAIN_S
