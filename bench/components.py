@@ -37,16 +37,21 @@ class RoundTripConfig:
     warmup: int = 0
 
 
-def report(pd: str, samples_ns: list[int]) -> None:
-    """Write one PD's round-trip times as one line on stdout for the benchmark to collect.
+def say(line: str) -> None:
+    """Write ``line`` on stdout for the benchmark to collect.
 
     Written with os.write, not print (which under PYTHONUNBUFFERED writes the text and the
     newline separately), so PDs sharing the pipe cannot split each other's lines as long as
-    a line fits in PIPE_BUF (4096 bytes: a few hundred samples; longer lines come from one PD).
+    a line fits in PIPE_BUF (4096 bytes; longer lines must come from one PD at a time).
     """
-    line = memoryview((RESULT_PREFIX + json.dumps({"pd": pd, "rtt_ns": samples_ns}) + "\n").encode())
-    while line:
-        line = line[os.write(sys.stdout.fileno(), line):]
+    data = memoryview((line + "\n").encode())
+    while data:
+        data = data[os.write(sys.stdout.fileno(), data):]
+
+
+def report(pd: str, samples_ns: list[int]) -> None:
+    """Write one PD's round-trip times as one line (a few hundred samples fit in PIPE_BUF)."""
+    say(RESULT_PREFIX + json.dumps({"pd": pd, "rtt_ns": samples_ns}))
 
 
 class Echo(Component):

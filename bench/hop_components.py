@@ -12,11 +12,11 @@ accounting), then ``RESULT {json}`` — the protocol of bench/hops_bare.py and b
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from bench.components import say
 from sddf.component import Component
 from sddf.net.queue import NetConsumer, NetProducer
 
@@ -37,13 +37,6 @@ class HopConfig:
     rounds: int
     warmup: int
     origin: bool = False
-
-
-def say(line: str) -> None:
-    """One line on stdout in whole writes (lines from PDs sharing the pipe never split)."""
-    data = memoryview((line + "\n").encode())
-    while data:
-        data = data[os.write(1, data):]
 
 
 class HopStage(Component):

@@ -172,9 +172,10 @@ class Component:
     def console_write(self, data: bytes | str) -> None:
         """Write ``data`` on the PD's serial console: onto its queue (virt_tx notified when the
         handler returns), the rest held until virt_tx makes room (see :mod:`sddf.serial.output`)."""
-        if self.console is None or self.serial is None:
+        if self.console is None:
             raise GrantError(f"PD {self.name!r} has no serial console (Sddf.Serial.add_client grants one)")
         if self.console.write(data.encode() if isinstance(data, str) else data):
+            assert self.serial is not None  # the console is made from it
             self.deferred_notify(self.serial.tx.channel)
 
     def refuse(self, counter: str, message: object) -> None:

@@ -43,6 +43,17 @@ class SimError(Exception):
     """The system asks for something the simulator cannot provide."""
 
 
+def device_pair(kind: int) -> tuple[socket.socket, int]:
+    """A device as a non-blocking socket pair with large buffers: our end, and the fd of the
+    driver's (the monitor owns and closes it)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, kind)
+    for end in (ours, theirs):
+        end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, FRAME_SOCKET_BUFFER)
+        end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, FRAME_SOCKET_BUFFER)
+        end.setblocking(False)
+    return ours, theirs.detach()
+
+
 class IrqLine:
     """One irq channel of a PD: raised by its device, masked from delivery until acked."""
 
@@ -85,12 +96,7 @@ class TapDevice:
     """A TAP as a socketpair: the driver holds one end, :attr:`host` the other."""
 
     def __init__(self, source: str, sched: Scheduler, clients: list[Client], epoch: Callable[[], int]) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        for s in (ours, theirs):
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, FRAME_SOCKET_BUFFER)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, FRAME_SOCKET_BUFFER)
-            s.setblocking(False)
-        self.sock, self.fd = ours, theirs.detach()  # the monitor owns (and closes) the driver's end
+        self.sock, self.fd = device_pair(socket.SOCK_DGRAM)
         self._readable = select.poll()
         self._readable.register(self.fd, select.POLLIN)
         self.line: IrqLine | None = None
@@ -265,11 +271,7 @@ class ConsoleDevice:
     """A serial device whose output is collected; nothing is typed at it."""
 
     def __init__(self) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        for s in (ours, theirs):
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, FRAME_SOCKET_BUFFER)
-            s.setblocking(False)
-        self.sock, self.fd = ours, theirs.detach()  # the monitor owns (and closes) the driver's end
+        self.sock, self.fd = device_pair(socket.SOCK_STREAM)
         self.line: IrqLine | None = None
         self.output = bytearray()
 
