@@ -213,12 +213,15 @@ class Waiter:
     def wait(self, timeout: float | None = None) -> list[int]:
         """Channels signalled since the last call (empty on timeout or spurious wake); runs the
         callbacks of the fds that were ready."""
-        n = pd_wait(self._c, -1 if timeout is None else int(timeout * 1000), self._out, MAX_EVENTS)
+        out = self._out
+        n = pd_wait(self._c, -1 if timeout is None else int(timeout * 1000), out, MAX_EVENTS)
+        if n == 1 and out[0] >= 0:
+            return [out[0]]  # the common wake: one channel
         if n <= 0:
             if n < 0:
                 raise OSError(-n, f"epoll_wait: {os.strerror(-n)}")
             return []
-        ready = unpack(self._out, n)
+        ready = unpack(out, n)
         if min(ready) >= 0:
             return ready
         channels = []

@@ -190,7 +190,8 @@ class Component:
         send = self._sends.get(ch)
         if send is None:
             self.__no_channel(ch)
-        self.ledger.commit()  # what it tells of is published first
+        if self.ledger.pending[0]:
+            self.ledger.commit()  # what it tells of is published first
         self._notifies_sent += 1
         status = send()
         if status < 0:
@@ -280,7 +281,8 @@ class Component:
         whether it found no work — nothing moved through a queue and nobody was notified since
         ``progress`` (sDDF's design calls these unproductive; ``sddf counters``, ``sddf top``)."""
         ledger, counters = self.ledger, self.counters
-        ledger.commit()
+        if ledger.pending[0]:
+            ledger.commit()
         if self.__outbox:
             self.__flush()
         elif ledger.commits + self._notifies_sent == progress:

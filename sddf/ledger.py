@@ -83,9 +83,10 @@ class Ledger:
         #: everything the C commit needs, in one struct (one argument per call)
         self._c = atomic.new_ledger(self._ptr, self._capacity, self._shared_words_ptr, self._mirror_ptr,
                                     self._dirty_ptr, self._dirty_flags_ptr)
-        #: set (in C) when a tracked ring moves, cleared by a commit: nothing to commit while clear
-        self._pending = atomic.ffi.new("uint8_t[1]")
-        self._c.pending = self._pending
+        #: set when a tracked ring moves (in C) or a word changes, cleared by a commit: nothing to
+        #: commit while clear
+        self.pending = atomic.ffi.new("uint8_t[1]")
+        self._c.pending = self.pending
         #: commits that published something (the loop tells productive wake-ups by it)
         self.commits = 0
         self._rings: list[Any] = []
@@ -131,7 +132,7 @@ class Ledger:
         for end in ends:
             r = end._ring
             r.ledger_region, r.ledger_offset = self._locate(end, r)
-            r.staged, r.published, r.pending = 1, r.own, self._pending
+            r.staged, r.published, r.pending = 1, r.own, self.pending
             self._rings.append(r)
             if "signal_needed" in vars(end):  # the signalling side: publish before looking at the flag
                 end.signal_needed = _committing(self, end.signal_needed)  # type: ignore[method-assign]
@@ -161,10 +162,11 @@ class Ledger:
             self._dirty[self._ndirty] = i
             self._ndirty += 1
             self._c.ndirty = self._ndirty
+            self.pending[0] = 1
 
     def commit(self) -> None:
         """Publish every staged index and changed word as one journalled step."""
-        if not (self._pending[0] or self._ndirty):
+        if not self.pending[0]:
             return  # nothing moved or changed (most calls: cheaper than asking C)
         n = atomic.ledger_commit(self._c)  # journal, then apply (which clears the C side's dirty list)
         if n <= 0:
@@ -197,7 +199,10 @@ def _by_id(pd: str, regions: Mapping[str, memoryview]) -> dict[int, memoryview]:
 
 
 def _committing(ledger: Ledger, claim: Any) -> Any:
+    pending, commit = ledger.pending, ledger.commit
+
     def signal_needed() -> int:
-        ledger.commit()
+        if pending[0]:
+            commit()
         return claim()
     return signal_needed

@@ -64,14 +64,17 @@ class _EntryEnd(RingEnd):
         super().__init__(name, view[:fmt.header_size], layout, capacity, producer,
                          fmt.entries_view(buffer, capacity), fmt.size, on_refuse)
         self._fmt = fmt
+        self._fields = fmt.fields
         self._staging = bytearray(fmt.size * capacity)  # private: the peer cannot change it under us
         self._staging_ptr = atomic.pointer(self._staging)
-        # per batch size, the struct call bound to the staging buffer (looked up with one dict get)
+        # the struct call bound to the staging buffer, per batch size (packers: per flat length),
+        # looked up with one dict get
         self._packers: dict[int, Callable[..., None]] = {}
         self._unpackers: dict[int, Callable[[], tuple]] = {}
 
     def _new_packer(self, count: int) -> Callable[..., None]:
-        return _cache(self._packers, count, partial(self._fmt.batch(count).pack_into, self._staging, 0))
+        """The packer of ``count`` entries, cached under its flat length (``count`` × fields)."""
+        return _cache(self._packers, count * self._fields, partial(self._fmt.batch(count).pack_into, self._staging, 0))
 
     def _new_unpacker(self, count: int) -> Callable[[], tuple]:
         return _cache(self._unpackers, count, partial(self._fmt.batch(count).unpack_from, self._staging))
@@ -104,22 +107,27 @@ class EntryProducer(_EntryEnd):
     def enqueue_flat(self, flat: tuple) -> int:
         """:meth:`enqueue_many` for entries given flat (field k of entry i at i*fields+k): the
         fastest way to move a batch, e.g. one taken with :meth:`EntryConsumer.dequeue_flat`."""
-        nf = self._fmt.fields
-        count = min(len(flat) // nf, self.capacity)
-        if count <= 0:
-            return 0
-        if count * nf != len(flat):
-            flat = flat[:count * nf]
-        (self._packers.get(count) or self._new_packer(count))(*flat)
-        put = self._put(count)
-        if put < 0:
-            if put == -1:
-                self._refuse_peer()
+        packer = self._packers.get(len(flat))  # keyed by the flat length: whole entries only
+        if packer is None:
+            nf = self._fmt.fields
+            count = min(len(flat) // nf, self.capacity)
+            if count <= 0:
                 return 0
-            entry = flat[self._ring.bad_position * nf:(self._ring.bad_position + 1) * nf]
-            raise ValueError(f"queue {self.name!r}: cannot enqueue {entry}: a field does not fit "
-                             "its width in the C layout")
+            flat = flat[:count * nf]
+            packer = self._packers.get(len(flat)) or self._new_packer(count)
+        packer(*flat)
+        put = self._put(len(flat) // self._fields)
+        if put < 0:
+            return self._put_failed(put, flat)
         return put
+
+    def _put_failed(self, put: int, flat: tuple) -> int:
+        if put == -1:
+            self._refuse_peer()
+            return 0
+        nf, at = self._fields, self._ring.bad_position
+        raise ValueError(f"queue {self.name!r}: cannot enqueue {flat[at * nf:(at + 1) * nf]}: a field does not "
+                         "fit its width in the C layout")
 
 
 class EntryConsumer(_EntryEnd):
@@ -167,6 +175,8 @@ class EntryConsumer(_EntryEnd):
         elif max_count <= 0:
             return ()
         count = self._take(max_count, self._commit)
+        if count > 0 and self._commit and not self._ring.refused:  # the common case
+            return (self._unpackers.get(count) or self._new_unpacker(count))()
         if count <= 0:
             if count < 0:
                 self._refuse_peer()
