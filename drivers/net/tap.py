@@ -34,6 +34,7 @@ class TapDriver(Component):
                                                       self.tx_space, self.refuse)
         self.ledger.track(self.rx_free, self.rx_active, self.tx_free, self.tx_active)
         self.spare: list[int] = []  # rx buffers ours but not yet filled (only after a refused descriptor)
+        self.unused: list[int] = []  # peeked at the head of rx free, not yet filled (last first)
         self.tap_readable = True    # until a read finds the TAP empty (then we wait for its irq)
         self.overflow = bytearray(1)  # read past a buffer's end: only a frame too long reaches it
         self.wake_peers(cfg.rx.channel, cfg.tx.channel)
@@ -53,16 +54,18 @@ class TapDriver(Component):
     # ---- rx -------------------------------------------------------------------------------
     def rx_provide(self) -> list[int]:
         """Empty buffers to read frames into: up to a batch looked at on rx free but left there
-        until used (so a driver killed while idle loses none), or the spares a refusal left us
-        with. Empty if there are none (then virt_rx has been asked to notify us of returns)."""
-        while not self.spare:
+        until used (so a driver killed while idle loses none; what a wake leaves unused stays at
+        the head of rx free for the next, which need not look again), or the spares a refusal
+        left us with. Empty if there are none (then virt_rx has been asked to notify us of returns)."""
+        while not (self.spare or self.unused):
             peeked = [io for io, _, _ in self.rx_free.peek_many(self.config.batch)]
             if self.rx_free.peek_released:
                 self.spare = peeked[::-1]  # ours now (rare: a peek that met a refused descriptor)
-                continue
-            if peeked or not self.rx_free.request_and_recheck():
-                return peeked[::-1]
-        return self.spare
+            elif peeked:
+                self.unused = peeked[::-1]
+            elif not self.rx_free.request_and_recheck():
+                break
+        return self.spare or self.unused
 
     def rx_return(self) -> None:
         """Read frames while the TAP has them and buffers last; publish each batch and notify."""
