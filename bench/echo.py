@@ -18,6 +18,10 @@ virt_tx → driver, in a namespace with its TAP ``sddf0``:
 * ``kernel-py``        bench/baselines/kernel_udp_echo.py (recvfrom/sendto loop) in a second
                        namespace, joined to the generator's by a veth pair (an application);
 * ``c-tap``            bench/c/tap_reflector.c on a TAP: the ceiling for a TAP path (a reflector);
+* ``bare-py``          bench/echo_bare.py on a TAP: the floor for the pysddf echo in Python — the same
+                       pipeline (TAP driver → virt_rx → client with our netstack as an application →
+                       virt_tx → driver) as four bare processes over sDDF queues with sDDF's signalling
+                       and blocking waits, no framework (bare chain + TAP + netstack);
 * ``pytcp``            PyTCP 2.7.6 (pip-installed on demand into this venv; GPL-3.0, run as a
                        separate program) answering through its socket API on its own TAP (an
                        application).
@@ -29,7 +33,9 @@ system under test, from /proc/PID/task/*/schedstat, before/after each point), an
 of echo systems with 1, 2 and 4 clients (bench/systems/echo_n.py, application, all direct) at one
 load. Ratios compare like with like: the applications (pysddf ÷ kernel-py, ÷ PyTCP), the
 reflectors (pysddf-reflector ÷ c-tap), and the pysddf configurations with each other (copiers ÷
-direct, application ÷ reflector, capped ÷ uncapped passes). ``--profile [PD]`` then samples the
+direct, application ÷ reflector, capped ÷ uncapped passes); the floor shows what the framework
+costs (pysddf ÷ bare-py) and what no Python pipeline of this shape can beat on the machine
+(bare-py ÷ kernel-py). ``--profile [PD]`` then samples the
 busiest PD (or PD) of ``pysddf`` under load with py-spy.
 
 ``--quick`` (< 60 s; ~45 s without PyTCP on 2 cores) measures every system, with 0.5 s load
@@ -89,10 +95,12 @@ SETTLE_IDLE_SHARE = 0.05
 SETTLE_MAX_S = 10.0        # … waiting at most this long
 STOP_TIMEOUT_S = 10.0
 PYTCP_REQUIREMENT = "PyTCP==2.7.6"
-SYSTEMS = ("pysddf", "pysddf-copier", "pysddf-uncapped", "pysddf-reflector", "kernel-py", "c-tap", "pytcp")
+SYSTEMS = ("pysddf", "pysddf-copier", "pysddf-uncapped", "pysddf-reflector", "kernel-py", "c-tap", "bare-py",
+           "pytcp")
 LABELS = {"pysddf": "pysddf echo app, direct", "pysddf-copier": "pysddf echo app, copiers",
           "pysddf-uncapped": "pysddf echo app, uncapped", "pysddf-reflector": "pysddf in-stack reflector",
-          "kernel-py": "kernel socket (Python)", "c-tap": "C TAP reflector", "pytcp": "PyTCP"}
+          "kernel-py": "kernel socket (Python)", "c-tap": "C TAP reflector",
+          "bare-py": "bare Python pipeline (floor)", "pytcp": "PyTCP"}
 PYSDDF_CLIENTS = 2         # as sDDF's echo example; the load goes to client0, client1 idles
 UNCAPPED = 512             # a pass as large as the queue capacity: each stage drains everything
 # each pysddf system is bench/systems/echo_n.py built with these (echo_n.system()'s arguments)
@@ -340,13 +348,6 @@ def process(argv: list[str], log: Path, env: dict[str, str] | None = None,
                 proc.wait()
 
 
-def make_tap(ns: NetNamespace) -> None:
-    """A persistent TAP ``sddf0`` with the host side at 10.0.0.1/24, for a program to attach to."""
-    ns.run(["ip", "tuntap", "add", "dev", TAP, "mode", "tap"])
-    ns.run(["ip", "addr", "add", HOST_ADDR, "dev", TAP])
-    ns.run(["ip", "link", "set", TAP, "up"])
-
-
 @contextlib.contextmanager
 def sddf_system(bench: Bench, key: str, label: str, spec: str, ips: list[str],
                 env: dict[str, str] | None = None) -> Iterator[Running]:
@@ -411,20 +412,27 @@ def kernel_py(bench: Bench) -> Iterator[Running]:
 
 @contextlib.contextmanager
 def tap_program(bench: Bench, key: str, argv: list[str]) -> Iterator[Running]:
-    """A program that attaches to the TAP ``sddf0`` of its own namespace and answers there."""
+    """A program that attaches to the TAP ``sddf0`` of its own namespace and answers there; its
+    CPU is its own and its child processes'."""
     with NetNamespace(f"echo-{key}") as ns:
-        make_tap(ns)
+        ns.add_tap(TAP, HOST_ADDR)
         log = bench.work / f"{key}.log"
         with process(ns.exec_prefix() + argv, log) as server:
             run = Running(key, LABELS[key], ns.exec_prefix(), [SERVER_IP], {"server": server.pid},
                           lambda: server.poll() is None, log)
             bench.wait_ready(run)
+            run.pids.update({f"child{i}": child.pid for i, child in enumerate(psutil.Process(server.pid).children())})
             yield run
 
 
 def c_tap(bench: Bench) -> contextlib.AbstractContextManager[Running]:
     return tap_program(bench, "c-tap", [str(bench.reflector), "--tap", TAP, "--ip", SERVER_IP,
                                         "--mac", SERVER_MAC, "--port", str(PORT)])
+
+
+def bare_py(bench: Bench) -> contextlib.AbstractContextManager[Running]:
+    return tap_program(bench, "bare-py", [sys.executable, str(_common.BENCH_DIR / "echo_bare.py"), "--tap", TAP,
+                                          "--ip", SERVER_IP, "--mac", SERVER_MAC, "--port", str(PORT)])
 
 
 def pytcp(bench: Bench) -> contextlib.AbstractContextManager[Running]:
@@ -450,7 +458,7 @@ def ensure_pytcp(install: bool) -> str | None:
 
 STARTERS: dict[str, Callable[[Bench], contextlib.AbstractContextManager[Running]]] = {
     **{key: lambda bench, key=key: pysddf(bench, key) for key in PYSDDF_VARIANTS},
-    "kernel-py": kernel_py, "c-tap": c_tap, "pytcp": pytcp}
+    "kernel-py": kernel_py, "c-tap": c_tap, "bare-py": bare_py, "pytcp": pytcp}
 
 
 # ---- running everything ---------------------------------------------------------------------
@@ -634,6 +642,13 @@ def report(results: dict[str, dict], scaling: dict, plan: Plan, out: Path) -> tu
         "reflector_vs_c_tap_sustained": ratio(sustained("pysddf-reflector"), sustained("c-tap")),
         "capped_vs_uncapped_sustained": ratio(sustained("pysddf"), sustained("pysddf-uncapped")),
         "capped_vs_uncapped_p50": ratio(p50("pysddf"), p50("pysddf-uncapped")),
+        # the floor: what the framework adds to it, and where it stands against the kernel server
+        "udp64_p50_latency_vs_floor": ratio(p50("pysddf"), p50("bare-py")),
+        "udp64_throughput_vs_floor": ratio(sustained("pysddf"), sustained("bare-py")),
+        "udp64_cpu_per_packet_vs_floor": ratio(cpu_at.get("pysddf"), cpu_at.get("bare-py")),
+        "floor_p50_latency_vs_kernel_py": ratio(p50("bare-py"), p50("kernel-py")),
+        "floor_throughput_vs_kernel_py": ratio(sustained("bare-py"), sustained("kernel-py")),
+        "floor_cpu_per_packet_vs_kernel_py": ratio(cpu_at.get("bare-py"), cpu_at.get("kernel-py")),
     }
     variants_table(measured, cpu_at)
     console.print("[bold]targets:[/bold]")
@@ -707,6 +722,15 @@ TARGETS = [
     Target("capped_vs_uncapped_sustained", None, f"sustained 64 B echo: pysddf (passes ≤ 64) ÷ pysddf-uncapped "
            f"(≤ {UNCAPPED})"),
     Target("capped_vs_uncapped_p50", None, "64 B ping-pong p50: pysddf ÷ pysddf-uncapped"),
+    Target("udp64_p50_latency_vs_floor", None, "64 B ping-pong p50: pysddf ÷ bare-py (the floor: what the "
+           "framework adds)"),
+    Target("udp64_throughput_vs_floor", None, "sustained 64 B echo: pysddf ÷ bare-py"),
+    Target("udp64_cpu_per_packet_vs_floor", None, f"CPU per echoed packet at {COMMON_LOAD} pps: pysddf ÷ bare-py"),
+    Target("floor_p50_latency_vs_kernel_py", None, "64 B ping-pong p50: bare-py ÷ kernel-py (above 3: no Python "
+           "pipeline of this shape meets the latency target here)"),
+    Target("floor_throughput_vs_kernel_py", None, "sustained 64 B echo: bare-py ÷ kernel-py"),
+    Target("floor_cpu_per_packet_vs_kernel_py", None, f"CPU per echoed packet at {COMMON_LOAD} pps: bare-py ÷ "
+           "kernel-py"),
 ]
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import struct
@@ -22,24 +21,14 @@ from typing import Any, Iterator
 import pytest
 
 from sddf import control
-from sddf.tools.netns import NetNamespace
+from sddf.tools.netns import NetNamespace, tap_unavailable
 
 TESTS = Path(__file__).resolve().parent
 CLIENTS = {"client0": "10.0.0.2", "client1": "10.0.0.3"}
 RX_BUFFERS = 512
 
 
-def _privileged() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (CAP_NET_ADMIN) to create a network namespace and a TAP device"
-    if not os.path.exists("/dev/net/tun"):
-        return "needs /dev/net/tun for TAP devices"
-    if shutil.which("ip") is None:
-        return "needs iproute2's `ip`"
-    return None
-
-
-pytestmark = [pytest.mark.skipif(_privileged() is not None, reason=_privileged() or ""),
+pytestmark = [pytest.mark.skipif(tap_unavailable() is not None, reason=tap_unavailable() or ""),
               pytest.mark.timeout(240)]
 
 

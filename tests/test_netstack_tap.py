@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import select
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,28 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from sddf.tools.netns import tap_unavailable
+
 HARNESS = Path(__file__).with_name("netstack_harness.py")
-CAP_NET_ADMIN = 12
 READY_TIMEOUT_S = 15
 CHECK_TIMEOUT_S = 40
 
 
-def missing_privilege() -> str | None:
-    """Why this machine cannot run the test, or None."""
-    if not os.path.exists("/dev/net/tun"):
-        return "needs /dev/net/tun"
-    if shutil.which("ip") is None:
-        return "needs ip(8) from iproute2"
-    with open("/proc/self/status") as status:
-        caps = next(line for line in status if line.startswith("CapEff:"))
-    if not int(caps.split()[1], 16) >> CAP_NET_ADMIN & 1:
-        return "needs CAP_NET_ADMIN (run as root) to create a network namespace and a TAP device"
-    return None
-
-
 pytestmark = [pytest.mark.timeout(60),
-              pytest.mark.skipif(missing_privilege() is not None,
-                                 reason=missing_privilege() or "")]
+              pytest.mark.skipif(tap_unavailable() is not None, reason=tap_unavailable() or "")]
 
 
 def netns_list() -> str:

@@ -33,6 +33,13 @@ class NetNamespace:
                   "net.ipv6.conf.default.disable_ipv6=1"], check=False)
         return self
 
+    def add_tap(self, name: str, address: str) -> None:
+        """A persistent TAP ``name`` in the namespace, up, with the host side at ``address`` (a/len),
+        for a program to attach to."""
+        self.run(["ip", "tuntap", "add", "dev", name, "mode", "tap"])
+        self.run(["ip", "addr", "add", address, "dev", name])
+        self.run(["ip", "link", "set", name, "up"])
+
     def exec_prefix(self) -> list[str]:
         """Prefix a command with this to run it inside the namespace."""
         return ["ip", "netns", "exec", self.name]
@@ -50,6 +57,22 @@ class NetNamespace:
             except (ProcessLookupError, ValueError):
                 pass
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+
+
+CAP_NET_ADMIN = 12
+
+
+def tap_unavailable() -> str | None:
+    """Why named namespaces with TAP devices cannot be made here, or None (they can)."""
+    if not os.path.exists("/dev/net/tun"):
+        return "needs /dev/net/tun for TAP devices"
+    if shutil.which("ip") is None:
+        return "needs ip(8) from iproute2"
+    with open("/proc/self/status") as status:
+        caps = next(line for line in status if line.startswith("CapEff:"))
+    if not int(caps.split()[1], 16) >> CAP_NET_ADMIN & 1:
+        return "needs CAP_NET_ADMIN (run as root) to create a network namespace and a TAP device"
+    return None
 
 
 def can_make_named() -> bool:
