@@ -56,12 +56,12 @@ class HopStage(Component):
             self.send()
 
     def notified(self, ch: int) -> None:
-        take, arrived = self.inq.dequeue_flat, self.came_back if self.config.origin else self.forward
+        inq, arrived = self.inq, self.came_back if self.config.origin else self.forward
         while True:
-            flat = take()
+            flat = inq.dequeue_flat()
             if flat:
                 arrived(flat)
-            if not self.inq.request_and_recheck():
+            if not inq.request_and_recheck():
                 return  # asked to be signalled, and nothing came meanwhile: sleep
 
     def forward(self, flat: tuple) -> None:
