@@ -10,7 +10,8 @@ is made, over eight sDDF net queues (bench/hops_bare.py's ``Queue``: sDDF's layo
 release indices, and its signalling protocol) in one shared anonymous mapping with the rx and
 tx data regions (512 buffers of 2048 bytes each; descriptors carry offsets into their region).
 Each process blocks in the kernel when it has nothing to do: the driver in epoll on the TAP
-(edge-triggered: sDDF's irq) and its eventfd, the others in a read of their eventfd.
+(edge-triggered: sDDF's irq) and its eventfd, the others in a read of their eventfd. Each runs
+at the nice value pysddf gives the PD it stands for (bench/systems/echo_n.py's priorities).
 
 - driver (sDDF's ethernet driver): the buffers it took from rx free are its "hardware ring";
   it reads frames from the TAP straight into them while the TAP has frames, publishes them on
@@ -34,6 +35,7 @@ from __future__ import annotations
 import _common  # noqa: F401  first: bench/signal.py and bench/queue.py would shadow the stdlib
 
 import argparse
+import contextlib
 import ctypes
 import fcntl
 import mmap
@@ -50,6 +52,7 @@ from hops_bare import CAPACITY, DESC, PR_SET_PDEATHSIG, QUEUE_BYTES, Desc, Queue
 from sddf import atomic
 from sddf.apps.netstack import EchoService, NetStack
 from sddf.devices import IFF_NO_PI, IFF_TAP, TUNSETIFF
+from sddf.runtime import nice_for
 
 BUFFER_SIZE = 2048
 REGION = CAPACITY * BUFFER_SIZE  # each data region: one buffer per queue slot
@@ -74,6 +77,12 @@ class NetQueue(Queue):
     """hops_bare's queue, plus taking at most a given number of descriptors."""
 
     __slots__ = ()
+
+    def send(self, descs: list[Desc], eventfd: int) -> None:
+        """Producer: enqueue ``descs`` (if any) and wake the consumer if it asked."""
+        if descs:
+            self.enqueue(descs)
+            self.notify(eventfd)
 
     def take(self, limit: int) -> list[Desc]:
         """Consumer: take at most ``limit`` descriptors."""
@@ -124,15 +133,11 @@ def driver(q: list[NetQueue], mem: mmap.mmap, tap: int, me: int, virt_rx: int, v
                     break
                 ring.pop()
                 filled.append((off, n, 0))
-            if filled:
-                rx_active.enqueue(filled)
-                rx_active.notify(virt_rx)
+            rx_active.send(filled, virt_rx)
         sent = tx_active.dequeue()
-        if sent:
-            for off, n, _ in sent:
-                write(tap, tx[off:off + n])
-            tx_free.enqueue(sent)
-            tx_free.notify(virt_tx)
+        for off, n, _ in sent:
+            write(tap, tx[off:off + n])
+        tx_free.send(sent, virt_tx)
         if tx_active.rearm() and (not readable or rx_free.rearm()):
             for fd, _ in wait():
                 if fd == tap:
@@ -153,16 +158,9 @@ def virt_rx(q: list[NetQueue], mem: mmap.mmap, mac: bytes, me: int, driver: int,
                 off = RX_DATA + desc[0]
                 dst = mem[off:off + 6]
                 (ours if dst == mac or dst[0] & 1 else others).append(desc)
-            if ours:
-                to_client.enqueue(ours)
-                to_client.notify(client)
-            if others:
-                to_driver.enqueue(others)
-                to_driver.notify(driver)
-        returned = from_client.dequeue()
-        if returned:
-            to_driver.enqueue(returned)
-            to_driver.notify(driver)
+            to_client.send(ours, client)
+            to_driver.send(others, driver)
+        to_driver.send(from_client.dequeue(), driver)
         if from_driver.rearm() and from_client.rearm():
             eventfd_read(me)
 
@@ -192,15 +190,12 @@ def client(q: list[NetQueue], mem: mmap.mmap, mac: str, ip: str, port: int, me: 
                     n = len(frame)
                     tx[off:off + n] = frame
                     out.append((off, n, 0))
-                if out:
-                    tx_active.enqueue(out)
-                    tx_active.notify(virt_tx)
+                tx_active.send(out, virt_tx)
                 if len(out) < len(replies):
                     drops += len(replies) - len(out)
                     atomic.store_release_u64(tx_free.ptr, DROPS, drops)
                     tx_free.rearm()  # told when virt_tx returns buffers, as sDDF's clients ask
-            rx_free.enqueue(descs)
-            rx_free.notify(virt_rx)
+            rx_free.send(descs, virt_rx)
         if rx_active.rearm():
             eventfd_read(me)
 
@@ -210,20 +205,15 @@ def virt_tx(q: list[NetQueue], me: int, driver: int, client: int) -> NoReturn:
     from_driver, to_client = q[TX_FREE], q[CLIENT_TX_FREE]
     eventfd_read = os.eventfd_read
     while True:
-        frames = from_client.dequeue()
-        if frames:
-            to_driver.enqueue(frames)
-            to_driver.notify(driver)
-        sent = from_driver.dequeue()
-        if sent:
-            to_client.enqueue(sent)
-            to_client.notify(client)
+        to_driver.send(from_client.dequeue(), driver)
+        to_client.send(from_driver.dequeue(), client)
         if from_client.rearm() and from_driver.rearm():
             eventfd_read(me)
 
 
-def start(body: Callable[[], NoReturn], parent: int) -> int:
-    """Fork a process that runs ``body`` until it dies with the parent; return its pid."""
+def start(body: Callable[[], NoReturn], parent: int, priority: int) -> int:
+    """Fork a process that runs ``body`` (at the nice value pysddf gives a PD of Microkit
+    ``priority``) until it dies with the parent; return its pid."""
     pid = os.fork()
     if pid:
         return pid
@@ -231,6 +221,8 @@ def start(body: Callable[[], NoReturn], parent: int) -> int:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:
             os._exit(1)
+        with contextlib.suppress(PermissionError):  # raising it needs CAP_SYS_NICE
+            os.setpriority(os.PRIO_PROCESS, 0, nice_for(priority))
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         body()
@@ -264,11 +256,11 @@ def main(argv: list[str]) -> int:
     sys.stdout.flush()
     pids: list[int] = []
     try:
-        for body in (lambda: driver(q, mem, tap, drv, vrx, vtx),
-                     lambda: virt_rx(q, mem, mac, vrx, drv, cli),
-                     lambda: client(q, mem, args.mac, args.ip, args.port, cli, vrx, vtx),
-                     lambda: virt_tx(q, vtx, drv, cli)):
-            pids.append(start(body, parent))
+        for body, priority in ((lambda: driver(q, mem, tap, drv, vrx, vtx), 110),
+                               (lambda: virt_rx(q, mem, mac, vrx, drv, cli), 108),
+                               (lambda: client(q, mem, args.mac, args.ip, args.port, cli, vrx, vtx), 100),
+                               (lambda: virt_tx(q, vtx, drv, cli), 109)):
+            pids.append(start(body, parent, priority))
         print(f"echo_bare: answering {args.ip}:{args.port} on {args.tap} (pids {','.join(map(str, pids))})",
               flush=True)
         while signal.sigwait(stops) == signal.SIGCHLD:
