@@ -22,7 +22,10 @@ worse of plain and PM-QoS; each also as ``…_plain`` / ``…_pmqos``) and ``hop
 the poll's ``hop_p50_poll_vs_bare_nN`` and ``hop_cpu_poll_vs_bare_nN`` are reported.
 
 Stages are pinned round robin to two CPUs by default (``--cpus``), the same for all three: left
-to the scheduler, placement alone moves a ring's median by 1.5× from one run to the next.
+to the scheduler, placement alone moves a ring's median by 1.5× from one run to the next. A full
+run takes every figure as the median of 5 runs of each ring, taking turns (about 4 minutes; the
+ratios of 3 runs still moved by ±0.3 between full runs on a noisy 2-vCPU VM); ``--quick`` runs
+each ring once at N = 2 and 5 (about 30 s).
 
     python bench/hops.py [--quick] [--json FILE] [--out DIR] [--cpus A,B|none]
 """
@@ -359,7 +362,7 @@ def main() -> int:
     out = _common.out_dir(args.out)
     pair = _common.two_cpus()
     cpus = "" if args.cpus == "none" else args.cpus or (",".join(map(str, pair)) if pair else "")
-    plan = Plan((2, 5), 1000, 100, 1, cpus) if args.quick else Plan((2, 3, 4, 5, 6), 3000, 300, 3, cpus)
+    plan = Plan((2, 5), 1000, 100, 1, cpus) if args.quick else Plan((2, 3, 4, 5, 6), 3000, 300, 5, cpus)
     console.print(f"{_common.busy_note()}; stages pinned to CPUs {cpus or 'none (scheduler)'}")
     points = measure(plan, out)
     one = Plan((BREAKDOWN_N,), plan.rounds, plan.warmup, 1, cpus)
