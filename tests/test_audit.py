@@ -10,8 +10,9 @@ import sys
 import pytest
 
 from sddf.net.audit import Audit
-from test_net_system import _privileged, _probe, _raw_frame, running_echo
+from test_net_system import _probe, _raw_frame, running_echo
 from sddf.net.queue import DESC_SIZE, HEADER_SIZE, NET_BUFFER_SIZE, queue_size
+from sddf.tools.netns import tap_unavailable
 
 CAPACITY = 8
 POOL = ("rx", 0x4000_0000, 4 * NET_BUFFER_SIZE)
@@ -62,7 +63,7 @@ def test_a_queue_naming_several_pools() -> None:
     assert [len(r.missing) for r in audit.pools.values()] == [3, 1]
 
 
-@pytest.mark.skipif(_privileged() is not None, reason=_privileged() or "")
+@pytest.mark.skipif(tap_unavailable() is not None, reason=tap_unavailable() or "")
 def test_sddf_audit_on_the_running_echo_system(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Clean after traffic; and clean while a broadcast frame waits in both clients' queues (both
     stopped): virt_rx's ledger says two clients hold that one buffer, so it is not doubled."""

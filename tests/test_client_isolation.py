@@ -14,9 +14,10 @@ from typing import Iterator
 
 import pytest
 
-from test_net_system import CLIENTS, EchoSystem, _privileged, _probe, running_echo
+from sddf.tools.netns import tap_unavailable
+from test_net_system import CLIENTS, EchoSystem, _probe, running_echo
 
-pytestmark = [pytest.mark.skipif(_privileged() is not None, reason=_privileged() or ""),
+pytestmark = [pytest.mark.skipif(tap_unavailable() is not None, reason=tap_unavailable() or ""),
               pytest.mark.timeout(240)]
 FLOOD = 3000  # datagrams sent at a stopped client: six times the shared rx pool
 RESTART_WAIT_S = 20

@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from test_net_system import TESTS, EchoSystem, _privileged, running_echo
+
+from sddf.tools.netns import tap_unavailable
+from test_net_system import TESTS, EchoSystem, running_echo
 
 SERVER = "10.0.0.2"
 ECHO_TIMEOUT_S = 10
 
-pytestmark = [pytest.mark.skipif(_privileged() is not None, reason=_privileged() or ""),
+pytestmark = [pytest.mark.skipif(tap_unavailable() is not None, reason=tap_unavailable() or ""),
               pytest.mark.timeout(120)]
 
 

@@ -23,9 +23,10 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import pytest
 
-from test_net_system import CLIENTS, EchoSystem, _privileged, running_echo
+from sddf.tools.netns import tap_unavailable
+from test_net_system import CLIENTS, EchoSystem, running_echo
 
-pytestmark = [pytest.mark.skipif(_privileged() is not None, reason=_privileged() or ""),
+pytestmark = [pytest.mark.skipif(tap_unavailable() is not None, reason=tap_unavailable() or ""),
               pytest.mark.timeout(300)]
 
 T = TypeVar("T")
