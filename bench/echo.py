@@ -38,7 +38,7 @@ costs (pysddf ÷ bare-py) and what no Python pipeline of this shape can beat on 
 (bare-py ÷ kernel-py). ``--profile [PD]`` then samples the
 busiest PD (or PD) of ``pysddf`` under load with py-spy.
 
-``--quick`` (< 60 s; ~45 s without PyTCP on 2 cores) measures every system, with 0.5 s load
+``--quick`` (< 60 s; ~52 s without PyTCP on 2 cores) measures every system, with 0.5 s load
 points from 2.5 k packets/s, one bisection step, 800 round trips per size, 64 B sweeps only and
 the scaling runs at 1 and 4 clients: its figures are rough, its ratios indicative.
 
