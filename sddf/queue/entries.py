@@ -109,11 +109,10 @@ class EntryProducer(_EntryEnd):
         fastest way to move a batch, e.g. one taken with :meth:`EntryConsumer.dequeue_flat`."""
         packer = self._packers.get(len(flat))  # keyed by the flat length: whole entries only
         if packer is None:
-            nf = self._fmt.fields
-            count = min(len(flat) // nf, self.capacity)
+            count = min(len(flat) // self._fields, self.capacity)
             if count <= 0:
                 return 0
-            flat = flat[:count * nf]
+            flat = flat[:count * self._fields]
             packer = self._packers.get(len(flat)) or self._new_packer(count)
         packer(*flat)
         put = self._put(len(flat) // self._fields)
