@@ -34,7 +34,7 @@ of echo systems with 1, 2 and 4 clients (bench/systems/echo_n.py, application, a
 load. Ratios compare like with like: the applications (pysddf ÷ kernel-py, ÷ PyTCP), the
 reflectors (pysddf-reflector ÷ c-tap), and the pysddf configurations with each other (copiers ÷
 direct, application ÷ reflector, capped ÷ uncapped passes); the floor shows what the framework
-costs (pysddf ÷ bare-py) and what no Python pipeline of this shape can beat on the machine
+costs (pysddf ÷ bare-py) and what a bare Python pipeline of the same shape reaches on the machine
 (bare-py ÷ kernel-py). ``--profile [PD]`` then samples the
 busiest PD (or PD) of ``pysddf`` under load with py-spy.
 
@@ -726,8 +726,8 @@ TARGETS = [
            "framework adds)"),
     Target("udp64_throughput_vs_floor", None, "sustained 64 B echo: pysddf ÷ bare-py"),
     Target("udp64_cpu_per_packet_vs_floor", None, f"CPU per echoed packet at {COMMON_LOAD} pps: pysddf ÷ bare-py"),
-    Target("floor_p50_latency_vs_kernel_py", None, "64 B ping-pong p50: bare-py ÷ kernel-py (above 3: no Python "
-           "pipeline of this shape meets the latency target here)"),
+    Target("floor_p50_latency_vs_kernel_py", None, "64 B ping-pong p50: bare-py ÷ kernel-py (above 3: even the "
+           "bare pipeline misses the latency target here)"),
     Target("floor_throughput_vs_kernel_py", None, "sustained 64 B echo: bare-py ÷ kernel-py"),
     Target("floor_cpu_per_packet_vs_kernel_py", None, f"CPU per echoed packet at {COMMON_LOAD} pps: bare-py ÷ "
            "kernel-py"),
