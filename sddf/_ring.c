@@ -268,6 +268,8 @@ void ledger_apply(sddf_ledger *l)
     }
     l->ndirty = 0;
     *l->pending = 0;
+    if (l->progress)
+        ++*l->progress;
     __atomic_store_n((uint64_t *)l->ledger, 0, __ATOMIC_RELEASE);
 }
 
@@ -326,8 +328,20 @@ static int pd_poll(pd_waiter *w, struct epoll_event *events, int max)
     }
 }
 
-/* Mark the PD out of its handlers (heartbeat even), sleep in epoll until something is ready (or
-   `timeout_ms`: -1 for ever; with poll_ns, after the bounded poll), then mark it in them (odd).
+/* Judge the channels the last wake returned: unproductive if the PD made no progress since. */
+void pd_settle(pd_waiter *w)
+{
+    if (w->nhandled && w->progress && *w->progress == w->seen) {
+        w->unproductive += w->nhandled;
+        for (uint32_t i = 0; i < w->nhandled; i++)
+            w->unproductive_by_channel[w->handled[i] & 63]++;
+    }
+    w->nhandled = 0;
+}
+
+/* Judge the last wake's channels (pd_settle), mark the PD out of its handlers (heartbeat even),
+   sleep in epoll until something is ready (or `timeout_ms`: -1 for ever; with poll_ns, after
+   the bounded poll), then mark it in them (odd).
    Fill `out` with what woke it: the channel of each notification whose pending word this claimed
    and of each irq that fired, and -(fd + 1) for each callback fd (the publish timer among them:
    it is read and disarmed here). The first wake by anything but that timer arms it. Returns the
@@ -337,6 +351,7 @@ int pd_wait(pd_waiter *w, int timeout_ms, int32_t *out, int max)
     struct epoll_event events[64];
     if (max > 64)
         max = 64;
+    pd_settle(w);
     if (w->beats & 1)
         pd_beat(w);
     int n = w->poll_ns > 0 && timeout_ms != 0 ? pd_poll(w, events, max) : 0;
@@ -360,13 +375,21 @@ int pd_wait(pd_waiter *w, int timeout_ms, int32_t *out, int max)
             continue;
         }
         woken = 1;
+        int32_t got;
         if (s->kind == 1) {
-            if (__atomic_exchange_n((uint64_t *)s->word, 0, __ATOMIC_ACQ_REL))
-                out[k++] = s->channel;
+            if (!__atomic_exchange_n((uint64_t *)s->word, 0, __ATOMIC_ACQ_REL))
+                continue;  /* an edge whose word an earlier wake already claimed */
+            got = s->channel;
         } else {
-            out[k++] = s->kind == 2 ? s->channel : -(fd + 1);
+            got = s->kind == 2 ? s->channel : -(fd + 1);
         }
+        out[k++] = got;
+        if (got >= 0 && w->nhandled < 64)  /* a channel for notified(): judged at the next wait */
+            w->handled[w->nhandled++] = got;
     }
+    w->wakeups += w->nhandled;
+    if (w->progress)
+        w->seen = *w->progress;
     pd_beat(w);
     if (woken && !w->timer_armed && w->timerfd >= 0) {
         /* a failure leaves it disarmed, to be tried at the next wake: never lose what was claimed */

@@ -65,6 +65,7 @@ typedef struct {
     uint32_t ndirty;
     uint8_t *dirty_flags;    /* per word: listed in dirty */
     uint8_t *pending;        /* set when a tracked ring moves; cleared by ledger_apply */
+    uint64_t *progress;      /* the PD's progress count (NULL: none), which ledger_apply bumps */
 } sddf_ledger;
 
 long ledger_journal(sddf_ledger *l);
@@ -90,8 +91,18 @@ typedef struct {
     int64_t poll_ns;         /* spin this long before sleeping (0: never), watching poll_words */
     uint8_t **poll_words;    /* the pending words of the notifications */
     uint32_t npoll;
+    /* wake-up accounting: a wake whose handlers made no progress (no commit published, nobody
+       notified: *progress unchanged) is unproductive, for each channel it handled */
+    uint64_t *progress;      /* the PD's progress count (NULL: no accounting) */
+    uint64_t seen;           /* *progress when the last wake returned */
+    uint32_t nhandled;       /* the channels the last wake returned, still to be judged */
+    int32_t handled[64];
+    uint64_t wakeups;        /* channels handled */
+    uint64_t unproductive;   /* of them, in wakes that made no progress */
+    uint64_t unproductive_by_channel[64];
 } pd_waiter;
 
 int pd_wait(pd_waiter *w, int timeout_ms, int32_t *out, int max);
 void pd_enter(pd_waiter *w);
+void pd_settle(pd_waiter *w);
 int new_timerfd(void);

@@ -198,6 +198,26 @@ class Waiter:
         at the price of a core kept busy that long after each handler (0: never spin)."""
         self._c.poll_ns = poll_us * 1000
 
+    def count_progress(self, progress: Any) -> None:
+        """Count wake-ups, and judge each: one whose handlers left ``progress[0]`` (a
+        ``uint64_t[1]`` the PD bumps when it publishes or notifies) unchanged found no work."""
+        self._progress = progress  # the C side holds a bare pointer into it
+        self._c.progress = progress
+
+    def progress(self) -> int:
+        """The PD's progress count (0 without one)."""
+        return self._c.progress[0] if self._c.progress else 0
+
+    def settle(self) -> None:
+        """Judge the last wake now (the next wait would): for counts read between waits."""
+        atomic.lib.pd_settle(self._c)
+
+    def wake_counts(self) -> tuple[int, int, dict[int, int]]:
+        """Channels handled, those in wakes that found no work, and those per channel."""
+        c = self._c
+        by_channel = {ch: c.unproductive_by_channel[ch] for ch in range(64) if c.unproductive_by_channel[ch]}
+        return c.wakeups, c.unproductive, by_channel
+
     def enter(self) -> None:
         """Mark the PD in a handler outside a wait (its init)."""
         atomic.lib.pd_enter(self._c)

@@ -20,6 +20,7 @@ from typing import Any, Callable, ClassVar, Iterator, Mapping, NoReturn
 
 import msgpack
 
+from sddf import atomic
 from sddf.config import ChannelGrant, PdConfig, typed
 from sddf.ledger import Ledger, ledger_size
 from sddf.shm import Region
@@ -86,7 +87,9 @@ class Component:
         self._calls: dict[int, Caller] = {}
         self._waiter = Waiter()
         self.__outbox: set[int] = set()
-        self._notifies_sent = 0  # immediate notifies (the loop tells productive wake-ups by them)
+        #: bumped by every notify and every commit that publishes (in C): the wait judges by it
+        #: whether a wake-up found work
+        self._progress = atomic.ffi.new("uint64_t[1]")
         #: counters the monitor can read while the PD runs (``sddf counters``)
         self.counters: Counter[str] = Counter()
         self.console = (SerialOutput(self.serial.tx.producer(f"{pd.name}:serial_tx", self.regions), self.counters)
@@ -97,6 +100,8 @@ class Component:
         #: its ledger: the queue ends it tracks commit together, and its words survive a restart (sddf.ledger)
         self.ledger = Ledger(pd.name, ledger_page.view if ledger_page else bytearray(ledger_size(pd.ledger_words)),
                              pd.ledger_words, self.regions)
+        self.ledger.count_progress(self._progress)
+        self._waiter.count_progress(self._progress)
         self.__ledger_page = ledger_page  # the mapping lives as long as the component
         if self.__stats_page is not None:
             # the heartbeat (odd while handlers run, for the monitor's watchdog) and the counters'
@@ -192,7 +197,7 @@ class Component:
             self.__no_channel(ch)
         if self.ledger.pending[0]:
             self.ledger.commit()  # what it tells of is published first
-        self._notifies_sent += 1
+        self._progress[0] += 1
         status = send()
         if status < 0:
             check_sent(status, self.__channels[ch].notifier.eventfd)
@@ -266,29 +271,20 @@ class Component:
         self.start()
         after_init()
         self.__publish_stats()  # tells the monitor this PD is up and answers PUBLISH_SIGNAL
-        # the hot loop: bound methods in locals; the wait keeps the heartbeat and the counters'
-        # publishing (sddf.channel.Waiter)
-        wait, notified = self._waiter.wait, self.__handler()
-        ledger, finish = self.ledger, self.__finish
+        # the hot loop: bound methods in locals; the wait keeps the heartbeat, the counters'
+        # publishing and the count of wake-ups (sddf.channel.Waiter)
+        wait, notified, finish = self._waiter.wait, self.__handler(), self.__finish
         while True:
             for ch in wait():
-                progress = ledger.commits + self._notifies_sent
                 notified(ch)
-                finish(ch, progress)
+                finish()
 
-    def __finish(self, ch: int, progress: int) -> None:
-        """After ``notified(ch)``: commit, send what was deferred, and count the wake-up, and
-        whether it found no work — nothing moved through a queue and nobody was notified since
-        ``progress`` (sDDF's design calls these unproductive; ``sddf counters``, ``sddf top``)."""
-        ledger, counters = self.ledger, self.counters
-        if ledger.pending[0]:
-            ledger.commit()
+    def __finish(self) -> None:
+        """After a handler: commit, and send what was deferred."""
+        if self.ledger.pending[0]:
+            self.ledger.commit()
         if self.__outbox:
             self.__flush()
-        elif ledger.commits + self._notifies_sent == progress:
-            counters["unproductive_wakeups"] += 1
-            counters[f"unproductive_wakeups.ch{ch}"] += 1
-        counters["wakeups"] += 1
 
     def start(self) -> None:
         """Run ``init``, commit what it moved and send what it deferred."""
@@ -302,9 +298,10 @@ class Component:
         handled = self._waiter.wait(0)
         notified = self.__handler()
         for ch in handled:
-            progress = self.ledger.commits + self._notifies_sent
             notified(ch)
-            self.__finish(ch, progress)
+            self.__finish()
+        self._waiter.settle()  # so the counters read next count this wake
+        self.__count_wakeups()
         return handled
 
     def __handler(self) -> Callable[[int], None]:
@@ -339,7 +336,20 @@ class Component:
 
     def __publish_stats(self) -> None:
         if self.__stats is not None:
+            self.__count_wakeups()
             self.__stats.publish(self.counters)
+
+    def __count_wakeups(self) -> None:
+        """Bring the wait's wake-up counts into :attr:`counters`: ``wakeups`` (channels handled),
+        ``unproductive_wakeups`` (of them, in wakes whose handlers neither published through a
+        queue nor notified anyone: sDDF's design calls these unproductive; ``sddf counters``,
+        ``sddf top``) and ``unproductive_wakeups.chN`` per channel."""
+        wakeups, unproductive, by_channel = self._waiter.wake_counts()
+        counts = {"wakeups": wakeups, "unproductive_wakeups": unproductive,
+                  **{f"unproductive_wakeups.ch{ch}": n for ch, n in by_channel.items()}}
+        for key, n in counts.items():
+            if n:
+                self.counters[key] = n
 
     def __serve(self, ch: int, callee: Callee) -> None:
         try:
@@ -369,6 +379,7 @@ class Component:
         outbox, sends = self.__outbox, self._sends
         while outbox:
             ch = outbox.pop()
+            self._progress[0] += 1
             status = sends[ch]()
             if status < 0:
                 check_sent(status, self.__channels[ch].notifier.eventfd)

@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 RELAY_CHUNK = 0x10000  # bytes the stdio relay moves at a time
 PTY_DRAIN_S = 2.0      # at release, how long a pty's reader may take to read what was written
-PTY_IDLE_S = 0.1       # ... unless what waits stands still this long: nobody is reading
+PTY_IDLE_S = 0.25      # ... unless what waits stands still this long: nobody is reading
 PTY_POLL_S = 0.01
 GUARDIAN_EXIT_S = 5.0  # a released guardian restores and exits at once; never wait longer than this
 POSIX_VDISABLE = b"\0"  # a control character set to this does nothing (Linux)

@@ -87,8 +87,6 @@ class Ledger:
         #: commit while clear
         self.pending = atomic.ffi.new("uint8_t[1]")
         self._c.pending = self.pending
-        #: commits that published something (the loop tells productive wake-ups by it)
-        self.commits = 0
         self._rings: list[Any] = []
         self._ring_list = atomic.new_ring_list([])
         #: the component's words (read-only: change one with :meth:`set`)
@@ -120,6 +118,10 @@ class Ledger:
                                   f"of region id {region:#x}, which it does not map")
             atomic.STORES[width * 8](atomic.pointer(view), offset, value)
         atomic.store_release_u64(self._ptr, 0, 0)
+
+    def count_progress(self, progress: Any) -> None:
+        """Bump ``progress[0]`` (a ``uint64_t[1]``) at every commit that publishes something."""
+        self._c.progress = progress
 
     def require(self, words: int, why: str) -> None:
         """Fail clearly unless the ledger holds ``words`` words (what the PD's wiring must give it)."""
@@ -174,7 +176,6 @@ class Ledger:
                 raise LedgerError(f"PD {self._pd!r}: a commit does not fit its ledger's journal")
             return
         self._ndirty = 0
-        self.commits += 1
 
 
 

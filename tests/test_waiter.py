@@ -11,6 +11,7 @@ import pytest
 
 from sddf import atomic
 from sddf.channel import ChannelEnd, Waiter, channel_pair, new_timerfd
+from sddf.ledger import Ledger, ledger_size
 from sddf.stats import HEARTBEAT_OFFSET, STATS_SIZE
 
 CHANNEL = 7
@@ -121,3 +122,25 @@ def test_a_pds_poll_reaches_its_waiter_and_the_monitors_overrides_it(monkeypatch
             monitor.close()
     with pytest.raises(ValueError, match="poll_us"):
         Monitor(sdf, poll_us=-1)
+
+
+def test_a_wake_whose_handler_neither_commits_nor_notifies_is_counted_unproductive(
+        pair: tuple[ChannelEnd, ChannelEnd, Waiter]) -> None:
+    """The wait judges each wake by the PD's progress count, which a ledger commit that publishes
+    bumps (in C) as a notify does (in Component.notify)."""
+    a, _b, waiter = pair
+    progress = atomic.ffi.new("uint64_t[1]")
+    waiter.count_progress(progress)
+    ledger = Ledger("pd", bytearray(ledger_size(1)), 1, {})
+    ledger.count_progress(progress)
+    a.notify()
+    assert waiter.wait(0) == [CHANNEL]
+    ledger.set(0, 5)
+    ledger.commit()  # published a word: found work
+    a.notify()
+    assert waiter.wait(0) == [CHANNEL]
+    ledger.commit()  # nothing staged: publishes nothing
+    waiter.settle()
+    assert waiter.wake_counts() == (2, 1, {CHANNEL: 1})
+    assert waiter.wait(0) == []  # no wake: nothing more to judge
+    assert waiter.wake_counts() == (2, 1, {CHANNEL: 1})

@@ -272,6 +272,8 @@ class Models:
             led.dirty_flags[word] = 0
         led.ndirty = 0
         led.pending[0] = 0
+        if led.progress:
+            led.progress[0] += 1
         self.mem.write(led.ledger, 0, U64.pack(0))
 
 

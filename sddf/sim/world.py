@@ -21,6 +21,7 @@ from __future__ import annotations
 import gc
 import time
 import traceback
+from collections import Counter
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, TypeVar
@@ -81,10 +82,26 @@ class _Waiter:
     def __init__(self, real: Waiter, ack: Callable[[int], None]) -> None:
         self.real, self.ack = real, ack
         self.ready: list[int] = []
+        # the wake-up accounting pd_wait keeps in C (sddf/_ring.c), kept here instead
+        self.wakeups = self.unproductive = self.seen = 0
+        self.handled: list[int] = []
+        self.by_channel: Counter[int] = Counter()
 
     def wait(self, _timeout: float | None = None) -> list[int]:
+        self.settle()
         ready, self.ready = self.ready, []
+        self.handled, self.seen = list(ready), self.real.progress()
+        self.wakeups += len(ready)
         return ready
+
+    def settle(self) -> None:
+        if self.handled and self.real.progress() == self.seen:
+            self.unproductive += len(self.handled)
+            self.by_channel.update(self.handled)
+        self.handled = []
+
+    def wake_counts(self) -> tuple[int, int, dict[int, int]]:
+        return self.wakeups, self.unproductive, dict(self.by_channel)
 
     def irq_ack(self, fd: int, _events: int = 0) -> None:
         self.ack(fd)
