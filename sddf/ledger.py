@@ -121,6 +121,7 @@ class Ledger:
 
     def count_progress(self, progress: Any) -> None:
         """Bump ``progress[0]`` (a ``uint64_t[1]``) at every commit that publishes something."""
+        self._progress = progress  # the C side holds a bare pointer into it
         self._c.progress = progress
 
     def require(self, words: int, why: str) -> None:
